@@ -1,0 +1,128 @@
+# textclf: train -> export -> serve a disaster-message classifier on CPU.
+# `make help` lists the targets. Everything runs from a fresh clone: `make run` and `make test` install first.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3.11
+VENV        := .venv
+PY          := $(VENV)/bin/python
+EXTRAS      := serve,train,tracking,loadtest,dev
+STAMP       := $(VENV)/.installed
+
+CONFIG      ?= training/configs/quick.yaml
+RUNS_DIR    ?= artifacts/runs
+RUN_DIR     ?= $(RUNS_DIR)/latest
+MODEL_DIR   ?= models/disaster-related
+HOST        ?= 127.0.0.1
+PORT        ?= 8000
+PYTEST_ARGS ?=
+
+# Load test knobs (make loadtest USERS=32 DURATION=60s).
+USERS       ?= 16
+SPAWN_RATE  ?= 8
+DURATION    ?= 30s
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help
+help: ## List the targets.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON_BOOT) >/dev/null || { echo "error: $(PYTHON_BOOT) not found (Python 3.11 is required)"; exit 1; }
+	$(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+.PHONY: install
+install: $(STAMP) ## Create .venv with every extra, pinned by constraints.txt.
+
+.PHONY: system-deps
+system-deps: ## Install the Debian packages the tests use (prometheus/promtool, chromium), when missing and root.
+	@bash .ci/system-deps.sh
+
+.PHONY: lock
+lock: $(STAMP) ## Regenerate constraints.txt from the current .venv.
+	@{ echo "# Exact versions for reproducible installs: make install runs pip install -c constraints.txt."; \
+	   echo "# Regenerate with 'make lock' after changing pyproject.toml. torch is pinned to 2.13.0 (CPU wheel)."; \
+	   $(PY) -m pip freeze --exclude-editable | grep -v '^-e' | sed 's/^torch==2.13.0+cpu/torch==2.13.0/'; } > constraints.txt
+
+.PHONY: data
+data: $(STAMP) ## Fetch and verify the disaster-response dataset into artifacts/data/.
+	$(PY) -m training.data --config $(CONFIG)
+
+.PHONY: train
+train: $(STAMP) ## Fine-tune the base model (CONFIG=training/configs/quick.yaml) into artifacts/runs/.
+	$(PY) -m training --config $(CONFIG)
+
+.PHONY: export
+export: $(STAMP) ## Export the latest run to an int8 ONNX bundle in $(MODEL_DIR) (parity-gated).
+	$(PY) -m export --run-dir $(RUN_DIR) --out $(MODEL_DIR) --force
+
+.PHONY: serve
+serve: $(STAMP) ## Serve $(MODEL_DIR) on http://$(HOST):$(PORT).
+	$(PY) -m service --model-dir $(MODEL_DIR) --host $(HOST) --port $(PORT)
+
+$(RUN_DIR)/metrics.json:
+	$(MAKE) train
+
+$(MODEL_DIR)/manifest.json: $(RUN_DIR)/metrics.json
+	$(PY) -m export --run-dir $(RUN_DIR) --out $(MODEL_DIR) --force
+
+.PHONY: run
+run: $(STAMP) $(MODEL_DIR)/manifest.json ## The main job: install, fetch data, train (quick), export, serve.
+	$(MAKE) serve
+
+.PHONY: test
+test: $(STAMP) system-deps ## Install and run the whole test suite (unit, integration, quality).
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+.PHONY: test-fast
+test-fast: $(STAMP) ## Unit tests only (seconds).
+	$(PY) -m pytest tests -m unit $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: $(STAMP) ## ruff check + format check, mypy, pip-audit.
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	bash .ci/audit.sh
+
+.PHONY: format
+format: $(STAMP) ## Apply ruff fixes and formatting.
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+.PHONY: loadtest
+loadtest: $(STAMP) ## Headless Locust run against a running service, then the SLO gate (loadtest/slo.yaml).
+	$(PY) -m loadtest.run --host http://$(HOST):$(PORT) --users $(USERS) --spawn-rate $(SPAWN_RATE) --duration $(DURATION)
+
+.PHONY: bench
+bench: $(STAMP) $(MODEL_DIR)/manifest.json ## Side-by-side benchmark: this service vs the PyTorch baseline -> bench/.
+	$(PY) -m loadtest.bench --model-dir $(MODEL_DIR) --run-dir $(RUN_DIR)
+
+.PHONY: stack
+stack: $(STAMP) $(MODEL_DIR)/manifest.json ## docker-compose topology natively: service + Prometheus (+ Locust).
+	$(PY) -m deploy.stack --model-dir $(MODEL_DIR)
+
+.PHONY: soak
+soak: $(STAMP) $(MODEL_DIR)/manifest.json ## 10-minute soak at 50% of saturation (not in CI).
+	$(PY) -m loadtest.soak --model-dir $(MODEL_DIR)
+
+.PHONY: fuzz
+fuzz: $(STAMP) ## Longer schemathesis + hypothesis run against the app.
+	FUZZ_EXAMPLES=5000 $(PY) -m pytest tests -m "not quality" -k "fuzz or property" $(PYTEST_ARGS)
+
+.PHONY: clean
+clean: ## Remove build output, caches and artifacts (keeps .venv; `make distclean` removes it too).
+	rm -rf artifacts models bench reports .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
+
+.PHONY: distclean
+distclean: clean ## clean + remove .venv.
+	rm -rf $(VENV)

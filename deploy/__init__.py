@@ -1,0 +1,1 @@
+"""Deployment helpers: the native twin of docker compose (`python -m deploy.stack`)."""

@@ -1,0 +1,238 @@
+"""The inference engine: tokenizer + ONNX Runtime session for one bundle, with no HTTP in it.
+
+The service's batcher and the exporter's speed report both call this module, so the report measures what is
+served. The hot path is: ``tokenize`` (fast Rust tokenizer, batch encoding, no padding) -> ``plan_batches``
+(group by length, cap by count and padded tokens) -> ``infer`` (pad to the longest text in the batch, run the
+session, softmax or sigmoid).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from export.bundle import Bundle, Manifest
+
+
+class TextTooLongError(ValueError):
+    """A text has more tokens than the model accepts and the caller asked not to truncate."""
+
+    def __init__(self, index: int, num_tokens: int, max_length: int) -> None:
+        self.index = index
+        self.num_tokens = num_tokens
+        self.max_length = max_length
+        super().__init__(
+            f"text {index} has {num_tokens} tokens; the model accepts at most {max_length} "
+            "(send truncate=true to cut it)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Tokenized:
+    """One text after tokenization: the ids the model sees and what was cut."""
+
+    ids: np.ndarray
+    """int64 token ids, special tokens included, at most ``max_length`` long."""
+    num_tokens: int
+    """Tokens before truncation (special tokens included)."""
+    truncated: bool
+
+    @property
+    def length(self) -> int:
+        return int(self.ids.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """The model's answer for one text."""
+
+    label: str
+    """Top label (single-label), or the highest-scoring label (multi-label)."""
+    score: float
+    """Score of ``label``: softmax probability or sigmoid."""
+    scores: np.ndarray
+    """float32 scores for every label, in manifest order."""
+    labels: tuple[str, ...]
+    """Multi-label: every label over its threshold. Single-label: ``(label,)``."""
+
+
+class Engine(Protocol):
+    """What the service needs from a model runtime (a fake implements it in tests)."""
+
+    @property
+    def manifest(self) -> Manifest: ...
+
+    def tokenize(self, texts: Sequence[str], truncate: bool = True) -> list[Tokenized]: ...
+
+    def infer(self, batch: Sequence[Tokenized]) -> np.ndarray: ...
+
+    def postprocess(self, scores: np.ndarray) -> list[Prediction]: ...
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (respects taskset/cgroup affinity, unlike ``os.cpu_count``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def session_options(intra_op_threads: int | None = None, allow_spinning: bool = False) -> ort.SessionOptions:
+    """Explicit ONNX Runtime options: the defaults size thread pools to the host, not the container.
+
+    Args:
+        intra_op_threads: Threads inside one operator (matmuls). ``None`` means every available core.
+        allow_spinning: Let idle pool threads spin. Spinning trims microseconds off each run but burns a core
+            between batches that the event loop and tokenizer need on a small machine.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads or available_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    return options
+
+
+def plan_batches(lengths: Sequence[int], max_batch_size: int, max_batch_tokens: int) -> list[list[int]]:
+    """Split items into batches: sorted by length, at most ``max_batch_size`` items and
+    ``max_batch_tokens`` padded tokens (longest x count) each. Returns lists of indices into ``lengths``.
+
+    An item longer than ``max_batch_tokens`` on its own still gets a batch of one.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        # Sorted ascending, so the newest item is the longest: padded size = its length x count.
+        if current and (
+            len(current) >= max_batch_size or lengths[index] * (len(current) + 1) > max_batch_tokens
+        ):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+class OnnxEngine:
+    """Runs one bundle's ONNX model on CPU. ``infer`` is thread-safe (ONNX Runtime's ``run`` is)."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        intra_op_threads: int | None = None,
+        allow_spinning: bool = False,
+        model_file: str | None = None,
+    ) -> None:
+        self.bundle = bundle
+        manifest = bundle.manifest
+        self._manifest = manifest
+        self.max_length = manifest.max_length
+        self._labels = tuple(manifest.labels)
+        self._thresholds = (
+            np.asarray(manifest.thresholds, dtype=np.float32) if manifest.thresholds is not None else None
+        )
+        self._multi_label = manifest.problem_type == "multi_label"
+        self._pad_id = manifest.pad_token_id
+
+        self._tokenizer = Tokenizer.from_file(str(bundle.tokenizer_path))
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        # A second instance that truncates the way training did, used only for over-long texts.
+        self._truncating = Tokenizer.from_file(str(bundle.tokenizer_path))
+        self._truncating.no_padding()
+        self._truncating.enable_truncation(self.max_length, direction=manifest.truncation_side)
+
+        model_path = bundle.file(model_file) if model_file else bundle.model_path
+        self.session = ort.InferenceSession(
+            str(model_path),
+            sess_options=session_options(intra_op_threads, allow_spinning),
+            providers=["CPUExecutionProvider"],
+        )
+        self._input_names = {i.name for i in self.session.get_inputs()}
+        self._output_names = [manifest.output]
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self._labels
+
+    def tokenize(self, texts: Sequence[str], truncate: bool = True) -> list[Tokenized]:
+        """Encode texts without padding. Over-long texts are cut to ``max_length`` when ``truncate``.
+
+        Raises:
+            TextTooLongError: a text is over ``max_length`` tokens and ``truncate`` is false.
+        """
+        encodings = self._tokenizer.encode_batch(list(texts))
+        result: list[Tokenized] = []
+        for index, encoding in enumerate(encodings):
+            ids = encoding.ids
+            num_tokens = len(ids)
+            truncated = num_tokens > self.max_length
+            if truncated:
+                if not truncate:
+                    raise TextTooLongError(index, num_tokens, self.max_length)
+                ids = self._truncating.encode(texts[index]).ids
+            result.append(Tokenized(np.asarray(ids, dtype=np.int64), num_tokens, truncated))
+        return result
+
+    def infer(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        """Run one batch, padded to its longest text. Returns float32 scores ``[len(batch), labels]``."""
+        if not batch:
+            return np.zeros((0, len(self._labels)), dtype=np.float32)
+        longest = max(item.length for item in batch)
+        input_ids = np.full((len(batch), longest), self._pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(batch), longest), dtype=np.int64)
+        for row, item in enumerate(batch):
+            input_ids[row, : item.length] = item.ids
+            attention_mask[row, : item.length] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        (logits,) = self.session.run(self._output_names, feeds)
+        logits = logits.astype(np.float32, copy=False)
+        return sigmoid(logits) if self._multi_label else softmax(logits)
+
+    def postprocess(self, scores: np.ndarray) -> list[Prediction]:
+        """Turn score rows into predictions (top label, thresholds for multi-label)."""
+        predictions: list[Prediction] = []
+        for row in scores:
+            top = int(row.argmax())
+            if self._multi_label:
+                assert self._thresholds is not None
+                chosen = tuple(self._labels[i] for i in np.flatnonzero(row >= self._thresholds))
+            else:
+                chosen = (self._labels[top],)
+            predictions.append(Prediction(self._labels[top], float(row[top]), row, chosen))
+        return predictions
+
+    def predict(
+        self, texts: Sequence[str], max_batch_size: int = 32, max_batch_tokens: int = 16384
+    ) -> list[Prediction]:
+        """Classify texts in input order (tokenize, group by length, infer, postprocess)."""
+        tokenized = self.tokenize(texts)
+        scores = np.zeros((len(texts), len(self._labels)), dtype=np.float32)
+        for batch in plan_batches([t.length for t in tokenized], max_batch_size, max_batch_tokens):
+            scores[batch] = self.infer([tokenized[i] for i in batch])
+        return self.postprocess(scores)
