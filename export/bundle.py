@@ -93,7 +93,7 @@ class Manifest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pad_token_id: int = 0
     """Token id used to pad a batch to its longest text."""
     inputs: list[str]
-    """ONNX input names, e.g. ``["input_ids", "attention_mask"]`` (plus ``token_type_ids`` when the graph takes it)."""
+    """ONNX input names: ``input_ids``, ``attention_mask``, and ``token_type_ids`` when the graph takes it."""
     output: str = "logits"
     """ONNX output holding the logits, shape ``[batch, len(labels)]``."""
     quantization: Quantization

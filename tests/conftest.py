@@ -1,4 +1,4 @@
-"""Shared fixtures. Every test runs offline: the Hugging Face Hub is switched off before anything imports it."""
+"""Shared fixtures. Every test runs offline: the Hugging Face Hub is off before anything imports it."""
 
 from __future__ import annotations
 
