@@ -1,0 +1,36 @@
+# syntax=docker/dockerfile:1
+# The load generator for `docker compose --profile loadtest up locust`: Locust + the project's load test.
+#
+#   docker build -f deploy/docker/loadtest.Dockerfile -t textclf-loadtest:0.1.0 .
+#
+# LOADTEST_MODE=ui (default) serves Locust's web UI on :8089; LOADTEST_MODE=headless runs `python -m loadtest.run`
+# for LOADTEST_DURATION and exits non-zero when the SLO gate (loadtest/slo.yaml) fails; its reports go to
+# /app/reports/loadtest/<UTC timestamp>/.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+FROM ${PYTHON_IMAGE}
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONPATH=/app \
+    HOME=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib
+WORKDIR /app
+COPY pyproject.toml constraints.txt README.md ./
+RUN python -m venv /opt/venv \
+ && python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['loadtest']))" > /tmp/loadtest-requirements.txt \
+ && pip install --constraint constraints.txt --requirement /tmp/loadtest-requirements.txt \
+ && rm /tmp/loadtest-requirements.txt
+COPY loadtest/ loadtest/
+COPY --chmod=0755 deploy/docker/locust-entrypoint.sh /usr/local/bin/locust-entrypoint.sh
+RUN groupadd --system --gid 10001 textclf \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin textclf \
+ && mkdir -p /app/reports \
+ && chown 10001:10001 /app/reports
+# Headless runs write reports/loadtest/<timestamp>/ here; compose mounts a volume (`docker compose cp` reads it).
+VOLUME ["/app/reports"]
+USER 10001:10001
+EXPOSE 8089
+ENTRYPOINT ["/usr/local/bin/locust-entrypoint.sh"]
