@@ -1,0 +1,133 @@
+"""Headless load test against a running service, then the SLO gate (``make loadtest``).
+
+::
+
+    python -m loadtest.run --host http://127.0.0.1:8000 --users 16 --spawn-rate 8 --duration 30s
+
+Writes into ``reports/loadtest/<UTC timestamp>/``: Locust's CSVs (``locust_stats.csv``,
+``locust_stats_history.csv``, ``locust_failures.csv``, ``locust_exceptions.csv``), its HTML report
+(``report.html``), ``latency.png`` (p50/p95/p99 and requests/s over time) and ``slo.txt`` (the verdict).
+Exits non-zero when the service is not ready, Locust fails to run, or an SLO bound (``loadtest/slo.yaml``) is
+missed; the last lines printed name the missed bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+from loadtest import plots, slo
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+CSV_PREFIX = "locust"
+
+
+def wait_ready(host: str, timeout: float) -> str | None:
+    """Poll ``/health/ready`` until it answers 200. Returns ``None`` when ready, else the last problem."""
+    deadline = time.monotonic() + timeout
+    problem = "no answer"
+    while True:
+        try:
+            with urllib.request.urlopen(f"{host.rstrip('/')}/health/ready", timeout=5) as response:
+                if response.status == 200:
+                    return None
+                problem = f"status {response.status}"
+        except urllib.error.HTTPError as exc:
+            problem = f"status {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            problem = str(getattr(exc, "reason", exc))
+        if time.monotonic() >= deadline:
+            return problem
+        time.sleep(0.5)
+
+
+def locust_command(args: argparse.Namespace, out_dir: Path) -> list[str]:
+    """The headless Locust invocation (``--exit-code-on-error 0``: failures are judged by the SLO gate)."""
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(args.locustfile),
+        "--headless",
+        "--host",
+        args.host,
+        "--users",
+        str(args.users),
+        "--spawn-rate",
+        str(args.spawn_rate),
+        "--run-time",
+        args.duration,
+        "--stop-timeout",
+        "10",
+        "--csv",
+        str(out_dir / CSV_PREFIX),
+        "--csv-full-history",
+        "--html",
+        str(out_dir / "report.html"),
+        "--only-summary",
+        "--exit-code-on-error",
+        "0",
+        "--loglevel",
+        "WARNING",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="http://127.0.0.1:8000", help="service base URL (%(default)s)")
+    parser.add_argument("--users", type=int, default=16, help="concurrent Locust users (%(default)s)")
+    parser.add_argument("--spawn-rate", type=float, default=8, help="users started per second (%(default)s)")
+    parser.add_argument("--duration", default="30s", help="run time, e.g. 30s, 2m (%(default)s)")
+    parser.add_argument("--slo", type=Path, default=slo.DEFAULT_SLO, help="SLO bounds (%(default)s)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("reports/loadtest"), help="reports root (%(default)s)"
+    )
+    parser.add_argument("--locustfile", type=Path, default=LOCUSTFILE, help=argparse.SUPPRESS)
+    parser.add_argument("--ready-timeout", type=float, default=10.0, help="seconds to wait for /health/ready")
+    args = parser.parse_args(argv)
+
+    # Fail on a bad SLO file before spending the run's time.
+    try:
+        bounds = slo.load_slo(args.slo)
+    except slo.SloError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if problem := wait_ready(args.host, args.ready_timeout):
+        print(
+            f"error: {args.host}/health/ready is not answering 200 ({problem}); start the service first "
+            "(make serve)",
+            file=sys.stderr,
+        )
+        return 2
+
+    out_dir = args.out / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"loadtest: {args.users} users for {args.duration} against {args.host} -> {out_dir}", flush=True)
+    completed = subprocess.run(locust_command(args, out_dir), check=False)
+    if completed.returncode != 0:
+        print(f"error: locust exited with {completed.returncode}", file=sys.stderr)
+        return completed.returncode or 1
+
+    history = out_dir / f"{CSV_PREFIX}_stats_history.csv"
+    if history.is_file():
+        plots.plot_latency(history, out_dir / "latency.png", title=f"{args.users} users, {args.host}")
+    try:
+        outcomes = slo.evaluate(bounds, slo.read_stats(out_dir / f"{CSV_PREFIX}_stats.csv"))
+    except slo.SloError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    verdict = slo.report(outcomes)
+    (out_dir / "slo.txt").write_text(verdict + "\n", encoding="utf-8")
+    print(f"\nSLO check ({args.slo}):\n{verdict}\nreports: {out_dir}")
+    return 0 if all(outcome.passed for outcome in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
