@@ -1,0 +1,358 @@
+"""HTTP handlers: /classify, /health/*, /info, /metrics and the web page. No ONNX Runtime in here: the
+handlers talk to the ``Engine`` Protocol and the ``Batcher`` held by ``Runtime`` in the app state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+
+from export.bundle import Manifest
+from service.batcher import Batcher
+from service.engine import Engine, Prediction
+from service.engine import TextTooLongError as EngineTextTooLongError
+from service.errors import (
+    BodyTooLargeError,
+    DeadlineExceededError,
+    EmptyTextError,
+    ErrorResponse,
+    InvalidJSONError,
+    InvalidTextError,
+    NotReadyError,
+    QueueFullError,
+    RequestValidationError,
+    ServiceError,
+    ShuttingDownError,
+    TextTooLongError,
+    TooManyCharactersError,
+    TooManyItemsError,
+)
+from service.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from service.schemas import ClassifyRequest, ClassifyResponse, Health, Info, ModelRef, Result
+from service.settings import Settings
+
+# C0/C1 control characters except tab, newline and carriage return, plus lone surrogates (which cannot be
+# encoded as UTF-8 and have crashed fast tokenizers).
+_FORBIDDEN_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+# Tokenize inline below this many characters (microseconds); in a thread above it, so a long request does
+# not stall the event loop for everyone else.
+_INLINE_TOKENIZE_CHARS = 4096
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+@dataclass
+class Runtime:
+    """Everything the handlers share for one app: settings, metrics, and the model once it is loaded."""
+
+    settings: Settings
+    metrics: ServiceMetrics
+    status: str = "loading"
+    """``loading`` -> ``ok`` (ready) or ``not_ready`` (bad bundle); ``shutting_down`` after SIGTERM."""
+    reason: str | None = "loading the model bundle"
+    engine: Engine | None = None
+    batcher: Batcher | None = None
+    manifest: Manifest | None = None
+    page: bytes = b""
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ok"
+
+
+def runtime(state: State) -> Runtime:
+    value = state["runtime"]
+    assert isinstance(value, Runtime)
+    return value
+
+
+def _error_spec(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=ErrorResponse, description=description, generate_examples=False)
+
+
+CLASSIFY_RESPONSES = {
+    400: _error_spec(
+        "Bad input: invalid_json, validation_error (missing/unknown field, wrong type, text and texts "
+        "both or neither), empty_text, invalid_text (NUL/control characters), too_many_items, "
+        "too_many_characters."
+    ),
+    413: _error_spec("body_too_large: the body is over max_body_bytes."),
+    422: _error_spec("text_too_long: truncate=false and a text has more tokens than the model's max_length."),
+    429: _error_spec("queue_full: too many requests admitted; retry after Retry-After seconds."),
+    503: _error_spec("not_ready, deadline_exceeded or shutting_down."),
+}
+
+
+async def strict_body(request: Request[Any, Any, Any]) -> ClassifyRequest:
+    """Decode the body again, strictly: Litestar's own decoding coerces ``"3"`` to ``3`` and ``"false"`` to
+    ``False``; a wrong type must be a 400. The body is cached, so this costs microseconds.
+    """
+    try:
+        return msgspec.json.decode(await request.body(), type=ClassifyRequest)
+    except msgspec.ValidationError as exc:
+        raise RequestValidationError(str(exc), detail={"reason": str(exc)}) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidJSONError(f"the request body is not valid JSON: {exc}") from None
+
+
+def validate_texts(data: ClassifyRequest, settings: Settings) -> list[str]:
+    """The request's texts, or the first problem with them as a 4xx error."""
+    if (data.text is None) == (data.texts is None):
+        raise RequestValidationError(
+            "send exactly one of `text` (a string) or `texts` (a list of strings)",
+            detail={"fields": ["text", "texts"]},
+        )
+    texts = [data.text] if data.text is not None else list(data.texts or [])
+    if not texts:
+        raise RequestValidationError("`texts` must hold at least one text", detail={"field": "texts"})
+    if len(texts) > settings.max_items:
+        raise TooManyItemsError(
+            f"{len(texts)} texts in one request; the limit is {settings.max_items}",
+            detail={"count": len(texts), "max_items": settings.max_items},
+        )
+    for index, text in enumerate(texts):
+        where = "text" if data.text is not None else f"texts[{index}]"
+        if len(text) > settings.max_text_chars:
+            raise TooManyCharactersError(
+                f"{where} has {len(text)} characters; the limit is {settings.max_text_chars}",
+                detail={"field": where, "chars": len(text), "max_text_chars": settings.max_text_chars},
+            )
+        if not text.strip():
+            raise EmptyTextError(f"{where} is empty or only whitespace", detail={"field": where})
+        bad = _FORBIDDEN_CHARS.search(text)
+        if bad is not None:
+            raise InvalidTextError(
+                f"{where} contains a control character or lone surrogate (U+{ord(bad.group()):04X}) at "
+                f"position {bad.start()}",
+                detail={"field": where, "position": bad.start(), "codepoint": f"U+{ord(bad.group()):04X}"},
+            )
+    return texts
+
+
+def build_results(
+    *,
+    predictions: list[Prediction],
+    tokenized_lengths: list[tuple[int, bool]],
+    labels: list[str],
+    multi_label: bool,
+    top_k: int | None,
+    return_all_scores: bool,
+) -> list[Result]:
+    results: list[Result] = []
+    for prediction, (num_tokens, truncated) in zip(predictions, tokenized_lengths, strict=True):
+        scores: dict[str, float] | None = None
+        row = np.asarray(prediction.scores, dtype=np.float64)
+        if return_all_scores:
+            scores = {label: float(row[i]) for i, label in enumerate(labels)}
+        elif top_k is not None:
+            order = np.argsort(-row, kind="stable")[: min(top_k, len(labels))]
+            scores = {labels[i]: float(row[i]) for i in order}
+        results.append(
+            Result(
+                label=prediction.label,
+                score=float(prediction.score),
+                truncated=truncated,
+                num_tokens=num_tokens,
+                scores=scores,
+                labels=list(prediction.labels) if multi_label else None,
+            )
+        )
+    return results
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f}"
+
+
+class ClassifyController(Controller):
+    path = "/classify"
+    tags = ["classify"]  # noqa: RUF012 - Litestar reads this class attribute
+
+    @post(
+        "/",
+        status_code=200,
+        summary="Classify one text or a list of texts",
+        description=(
+            "Send `text` or `texts`. Timing headers (milliseconds): X-Tokenization-Time, X-Queue-Time, "
+            "X-Inference-Time, X-Total-Time; X-Request-ID is echoed or generated."
+        ),
+        responses=CLASSIFY_RESPONSES,
+    )
+    async def classify(
+        self, data: ClassifyRequest, state: State, request: Request[Any, Any, Any]
+    ) -> Response[ClassifyResponse]:
+        rt = runtime(state)
+        settings = rt.settings
+        metrics = rt.metrics
+        data = await strict_body(request)
+        if not rt.ready or rt.engine is None or rt.batcher is None or rt.manifest is None:
+            if rt.status == "shutting_down":
+                metrics.rejections.labels(reason="shutting_down").inc()
+                raise ShuttingDownError("the service is shutting down")
+            metrics.rejections.labels(reason="not_ready").inc()
+            raise NotReadyError(f"the model is not ready: {rt.reason}", detail={"reason": rt.reason})
+        texts = validate_texts(data, settings)
+        request.scope["state"]["num_texts"] = len(texts)
+        if settings.log_request_text:
+            request.scope["state"]["texts"] = texts
+        engine, batcher, manifest = rt.engine, rt.batcher, rt.manifest
+
+        try:
+            job = batcher.admit(settings.request_deadline_seconds)
+        except QueueFullError:
+            metrics.rejections.labels(reason="queue_full").inc()
+            raise
+        except ShuttingDownError:
+            metrics.rejections.labels(reason="shutting_down").inc()
+            raise
+
+        started = time.perf_counter()
+        try:
+            if sum(len(t) for t in texts) <= _INLINE_TOKENIZE_CHARS:
+                tokenized = engine.tokenize(texts, truncate=data.truncate)
+            else:
+                tokenized = await asyncio.to_thread(engine.tokenize, texts, data.truncate)
+        except EngineTextTooLongError as exc:
+            batcher.release(job)
+            where = "text" if data.text is not None else f"texts[{exc.index}]"
+            raise TextTooLongError(
+                f"{where} has {exc.num_tokens} tokens; the model accepts at most {exc.max_length} "
+                "(send truncate=true to cut it)",
+                detail={"field": where, "num_tokens": exc.num_tokens, "max_length": exc.max_length},
+            ) from exc
+        except BaseException:
+            batcher.release(job)
+            raise
+        tokenization_seconds = time.perf_counter() - started
+        metrics.tokenization_duration.observe(tokenization_seconds)
+        for item in tokenized:
+            metrics.input_tokens.observe(item.num_tokens)
+            if item.truncated:
+                metrics.truncated.inc()
+
+        batcher.submit(job, tokenized)
+        remaining = job.deadline - batcher.clock()
+        try:
+            result = await asyncio.wait_for(asyncio.shield(job.future), timeout=max(remaining, 0.0))
+        except TimeoutError:
+            job.abandon()
+            metrics.rejections.labels(reason="deadline").inc()
+            raise DeadlineExceededError(
+                f"no answer within the {settings.request_deadline_seconds} s request deadline",
+                detail={"request_deadline_seconds": settings.request_deadline_seconds},
+            ) from None
+        request.scope["state"]["batch_size"] = result.batch_size
+
+        predictions = engine.postprocess(result.scores)
+        metrics.texts.inc(len(predictions))
+        for prediction in predictions:
+            metrics.predictions.labels(label=prediction.label).inc()
+            metrics.prediction_score.labels(label=prediction.label).observe(prediction.score)
+        results = build_results(
+            predictions=predictions,
+            tokenized_lengths=[(item.num_tokens, item.truncated) for item in tokenized],
+            labels=list(manifest.labels),
+            multi_label=manifest.problem_type == "multi_label",
+            top_k=data.top_k,
+            return_all_scores=data.return_all_scores,
+        )
+        request_id = str(request.scope["state"].get("request_id", ""))
+        return Response(
+            ClassifyResponse(
+                results=results,
+                model=ModelRef(name=manifest.name, version=manifest.version),
+                request_id=request_id,
+            ),
+            headers={
+                "X-Tokenization-Time": _ms(tokenization_seconds),
+                "X-Queue-Time": _ms(result.queue_seconds),
+                "X-Inference-Time": _ms(result.inference_seconds),
+            },
+        )
+
+
+class HealthController(Controller):
+    path = "/health"
+    tags = ["health"]  # noqa: RUF012
+
+    @get("/live", summary="The process is up", responses={})
+    async def live(self) -> Health:
+        return Health(status="ok")
+
+    @get(
+        "/ready",
+        summary="200 once the bundle is verified and warmed up; 503 with the reason otherwise",
+        responses={503: ResponseSpec(data_container=Health, description="Not ready, with the reason.")},
+    )
+    async def ready(self, state: State) -> Response[Health]:
+        rt = runtime(state)
+        if rt.ready:
+            return Response(Health(status="ok"), status_code=200)
+        return Response(
+            Health(status=rt.status, reason=rt.reason), status_code=503, headers={"Retry-After": "5"}
+        )
+
+
+@get(
+    "/info",
+    summary="The model (manifest's public part) and the active limits",
+    tags=["info"],
+    responses={503: _error_spec("not_ready: no model loaded.")},
+)
+async def info(state: State) -> Info:
+    rt = runtime(state)
+    manifest = rt.manifest
+    if manifest is None:
+        raise NotReadyError(f"no model loaded: {rt.reason}", detail={"reason": rt.reason})
+    return Info(
+        name=manifest.name,
+        version=manifest.version,
+        base_model=manifest.base_model,
+        task=manifest.task,
+        problem_type=manifest.problem_type,
+        labels=list(manifest.labels),
+        thresholds=manifest.thresholds,
+        max_length=manifest.max_length,
+        quantization={
+            "mode": manifest.quantization.mode,
+            "isa": manifest.quantization.isa,
+            "per_channel": manifest.quantization.per_channel,
+        },
+        versions=dict(manifest.versions),
+        degraded=manifest.degraded,
+        created_at=manifest.created_at,
+        limits=rt.settings.public(),
+    )
+
+
+@get("/metrics", summary="Prometheus metrics (text format)", tags=["metrics"], include_in_schema=True)
+async def metrics_endpoint(state: State) -> Response[bytes]:
+    return Response(runtime(state).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+@get("/", summary="A page to try the classifier", tags=["page"], include_in_schema=False)
+async def page(state: State) -> Response[bytes]:
+    return Response(runtime(state).page, media_type="text/html; charset=utf-8")
+
+
+__all__ = [
+    "BodyTooLargeError",
+    "ClassifyController",
+    "HealthController",
+    "Runtime",
+    "ServiceError",
+    "info",
+    "metrics_endpoint",
+    "page",
+    "runtime",
+]

@@ -1,0 +1,289 @@
+"""Every failure a client can cause, its HTTP status, and the one JSON shape all errors share::
+
+    {"error": {"type": "too_many_items", "message": "...", "detail": {...} | null}}
+
+Domain errors are ``ServiceError`` subclasses. Litestar's own exceptions (validation of the body, 404, 405,
+413, a client that disconnects mid-body) are translated in ``error_from_exception``, the one place that maps
+errors to statuses; ``exception_handler`` is registered for every exception, so nothing leaves in
+Litestar's default shape or as an unexplained 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
+
+logger = logging.getLogger("textclf.service")
+
+# Litestar raises InternalServerException with this text when the client goes away mid-body (litestar 2.x).
+_DISCONNECT_TEXT = "client disconnected"
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    """The inside of every error response."""
+
+    type: str
+    """Stable machine-readable error type, e.g. ``validation_error``, ``queue_full``."""
+    message: str
+    """What went wrong, for a human."""
+    detail: Any = None
+    """Structured context: the offending field or index, limits, counts. May be null."""
+
+
+class ErrorResponse(msgspec.Struct, kw_only=True):
+    """``{"error": {...}}``: the body of every 4xx and 5xx response."""
+
+    error: ErrorBody
+
+
+class ServiceError(Exception):
+    """Base class: a failure with a type name, an HTTP status and a message for the client."""
+
+    type: ClassVar[str] = "internal_error"
+    status_code: ClassVar[int] = 500
+    headers: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+    def response_headers(self) -> dict[str, str]:
+        return dict(self.headers)
+
+
+class InvalidJSONError(ServiceError):
+    """The body is not valid JSON (includes invalid UTF-8 and lone-surrogate escapes)."""
+
+    type = "invalid_json"
+    status_code = 400
+
+
+class RequestValidationError(ServiceError):
+    """The JSON does not match the request schema: missing field, wrong type, unknown field, bad value."""
+
+    type = "validation_error"
+    status_code = 400
+
+
+class EmptyTextError(ServiceError):
+    """A text is empty or only whitespace."""
+
+    type = "empty_text"
+    status_code = 400
+
+
+class InvalidTextError(ServiceError):
+    """A text holds NUL or other control characters (tab, newline and carriage return are allowed)."""
+
+    type = "invalid_text"
+    status_code = 400
+
+
+class TooManyItemsError(ServiceError):
+    """More texts in one request than ``max_items``."""
+
+    type = "too_many_items"
+    status_code = 400
+
+
+class TooManyCharactersError(ServiceError):
+    """A text longer than ``max_text_chars`` characters."""
+
+    type = "too_many_characters"
+    status_code = 400
+
+
+class TextTooLongError(ServiceError):
+    """``truncate=false`` and a text has more tokens than the model's ``max_length``."""
+
+    type = "text_too_long"
+    status_code = 422
+
+
+class BodyTooLargeError(ServiceError):
+    """The body is over ``max_body_bytes``."""
+
+    type = "body_too_large"
+    status_code = 413
+
+
+class BadRequestError(ServiceError):
+    """Any other client error Litestar raises (e.g. a malformed header or content type)."""
+
+    type = "bad_request"
+    status_code = 400
+
+
+class NotFoundError(ServiceError):
+    type = "not_found"
+    status_code = 404
+
+
+class MethodNotAllowedError(ServiceError):
+    type = "method_not_allowed"
+    status_code = 405
+
+
+class ClientDisconnectedError(ServiceError):
+    """The client went away before sending the whole body; nobody reads the answer (nginx's 499)."""
+
+    type = "client_disconnected"
+    status_code = 499
+
+
+class QueueFullError(ServiceError):
+    """The batcher's queue is full: retry later (``Retry-After``)."""
+
+    type = "queue_full"
+    status_code = 429
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
+
+
+class DeadlineExceededError(ServiceError):
+    """The request was not answered within ``request_deadline_seconds``."""
+
+    type = "deadline_exceeded"
+    status_code = 503
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
+
+
+class NotReadyError(ServiceError):
+    """The model is not loaded, failed its integrity check, or has not warmed up."""
+
+    type = "not_ready"
+    status_code = 503
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "5"}
+
+
+class ShuttingDownError(ServiceError):
+    """The process is draining after SIGTERM and admits no new work."""
+
+    type = "shutting_down"
+    status_code = 503
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
+
+
+class InternalError(ServiceError):
+    type = "internal_error"
+    status_code = 500
+
+
+# Every type a response can carry: metrics pre-create one series each, so no request ever adds a series.
+ERROR_TYPES: tuple[str, ...] = tuple(
+    cls.type
+    for cls in (
+        InvalidJSONError,
+        RequestValidationError,
+        BadRequestError,
+        EmptyTextError,
+        InvalidTextError,
+        TooManyItemsError,
+        TooManyCharactersError,
+        TextTooLongError,
+        BodyTooLargeError,
+        NotFoundError,
+        MethodNotAllowedError,
+        ClientDisconnectedError,
+        QueueFullError,
+        DeadlineExceededError,
+        NotReadyError,
+        ShuttingDownError,
+        InternalError,
+    )
+)
+
+# Documented statuses per error (OpenAPI ``responses`` of /classify).
+CLASSIFY_ERRORS: tuple[type[ServiceError], ...] = (
+    InvalidJSONError,
+    TextTooLongError,
+    BodyTooLargeError,
+    QueueFullError,
+    NotReadyError,
+)
+
+
+def _looks_like_json_problem(text: str) -> bool:
+    text = text.lower()
+    return any(
+        marker in text
+        for marker in ("malformed", "json", "truncated", "utf-8", "surrogate", "invalid character")
+    )
+
+
+def _is_json_problem(exc: ValidationException) -> bool:
+    return _looks_like_json_problem(f"{exc.detail} {exc.extra}")
+
+
+def error_from_exception(exc: Exception) -> ServiceError:
+    """The one mapping from any exception to the error the client sees."""
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, ValidationException):
+        extra = exc.extra if exc.extra else None
+        if _is_json_problem(exc):
+            return InvalidJSONError("the request body is not valid JSON", detail=extra)
+        return RequestValidationError(_validation_message(exc), detail=extra)
+    if isinstance(exc, NotFoundException):
+        return NotFoundError("no such route", detail=None)
+    if isinstance(exc, MethodNotAllowedException):
+        return MethodNotAllowedError("this method is not allowed on this route", detail=None)
+    if isinstance(exc, HTTPException):
+        if exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
+            return BodyTooLargeError("the request body is over the size limit")
+        if exc.status_code == 500 and _DISCONNECT_TEXT in str(exc.detail):
+            return ClientDisconnectedError("the client disconnected before sending the whole body")
+        if exc.status_code == 400 and _looks_like_json_problem(str(exc.detail)):
+            # Litestar's JSON decoding errors (malformed, truncated, invalid UTF-8, lone surrogates).
+            return InvalidJSONError(f"the request body is not valid JSON: {exc.detail}")
+        if 400 <= exc.status_code < 500:
+            return BadRequestError(str(exc.detail))
+    return InternalError("internal error; the request id is in the logs")
+
+
+def _validation_message(exc: ValidationException) -> str:
+    if isinstance(exc.extra, list) and exc.extra:
+        first = exc.extra[0]
+        if isinstance(first, dict) and first.get("message"):
+            key = first.get("key")
+            return f"{first['message']}" + (f" (at {key})" if key else "")
+    return "the request does not match the schema"
+
+
+def error_response(error: ServiceError, request_id: str | None = None) -> Response[ErrorResponse]:
+    headers = error.response_headers()
+    if request_id:
+        headers["X-Request-ID"] = request_id
+    return Response(
+        ErrorResponse(error=ErrorBody(type=error.type, message=error.message, detail=error.detail)),
+        status_code=error.status_code,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:
+    """Litestar exception handler for every exception type (registered for ``Exception``)."""
+    error = error_from_exception(exc)
+    hook = request.app.state.get("on_error")
+    if hook is not None:
+        hook(request, error)
+    state = request.scope.get("state", {})
+    request_id = state.get("request_id") if isinstance(state, dict) else None
+    if isinstance(error, InternalError):
+        logger.error(
+            "unhandled error",
+            exc_info=exc,
+            extra={"fields": {"event": "error", "request_id": request_id, "cause": repr(exc)}},
+        )
+    return error_response(error, request_id)
