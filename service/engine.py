@@ -199,6 +199,11 @@ class OnnxEngine:
 
     def infer(self, batch: Sequence[Tokenized]) -> np.ndarray:
         """Run one batch, padded to its longest text. Returns float32 scores ``[len(batch), labels]``."""
+        logits = self.logits(batch)
+        return sigmoid(logits) if self._multi_label else softmax(logits)
+
+    def logits(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        """Raw model outputs for one batch, padded to its longest text: float32 ``[len(batch), labels]``."""
         if not batch:
             return np.zeros((0, len(self._labels)), dtype=np.float32)
         longest = max(item.length for item in batch)
@@ -211,8 +216,7 @@ class OnnxEngine:
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
         (logits,) = self.session.run(self._output_names, feeds)
-        logits = logits.astype(np.float32, copy=False)
-        return sigmoid(logits) if self._multi_label else softmax(logits)
+        return np.asarray(logits, dtype=np.float32)
 
     def postprocess(self, scores: np.ndarray) -> list[Prediction]:
         """Turn score rows into predictions (top label, thresholds for multi-label)."""

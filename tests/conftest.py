@@ -38,3 +38,19 @@ def tiny_bert_multilabel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         labels=["request", "water", "food", "shelter"],
         problem_type="multi_label_classification",
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A single-label (binary ``related``) bundle exported by the real exporter from the tiny BERT run."""
+    from tests.fixtures.bundles import build_tiny_bundle
+
+    return build_tiny_bundle(tmp_path_factory.mktemp("tiny-bundle"))
+
+
+@pytest.fixture(scope="session")
+def tiny_multilabel_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A multi-label (four categories, sigmoid, thresholds) bundle exported from the tiny BERT run."""
+    from tests.fixtures.bundles import build_tiny_bundle
+
+    return build_tiny_bundle(tmp_path_factory.mktemp("tiny-multilabel-bundle"), multi_label=True)

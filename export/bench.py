@@ -1,0 +1,181 @@
+"""The speed report: PyTorch eager fp32 vs ONNX fp32 (optimized) vs ONNX int8, in one process, one run.
+
+Every system classifies the same real test messages, tokenization included, with the same thread count.
+Rounds alternate the systems (and rotate which goes first) so that drift on a shared machine (another
+process waking up, CPU frequency) hits all of them alike. The ONNX systems run through
+``service.engine.OnnxEngine.predict``, the code the service serves with.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Predictor = Callable[[Sequence[str]], object]
+
+PYTORCH = "pytorch_eager_fp32"
+ONNX_FP32 = "onnx_fp32_optimized"
+ONNX_INT8 = "onnx_int8"
+TARGET_RATIOS = {"1": 5.0, "32": 3.0}
+"""int8 texts/s over PyTorch texts/s the issue asks for, by batch size."""
+
+
+def torch_predictor(
+    model_dir: Path, max_length: int, threads: int, truncation_side: str = "right"
+) -> Predictor:
+    """The naive PyTorch path: Hugging Face tokenizer (pad to longest) + eager fp32 forward + softmax."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, use_fast=True)
+    tokenizer.truncation_side = truncation_side
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+
+    def predict(texts: Sequence[str]) -> object:
+        with torch.inference_mode():
+            encoded = tokenizer(
+                list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
+            return torch.softmax(model(**encoded).logits, dim=-1).numpy()
+
+    return predict
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _summary(latencies: list[float], texts: int) -> dict[str, float]:
+    values = np.asarray(latencies)
+    return {
+        "texts_per_second": texts / float(values.sum()),
+        "p50_ms": float(np.percentile(values, 50) * 1000),
+        "p99_ms": float(np.percentile(values, 99) * 1000),
+        "mean_ms": float(values.mean() * 1000),
+        "batches": len(latencies),
+        "texts": texts,
+    }
+
+
+def run_bench(
+    systems: dict[str, Predictor],
+    texts: Sequence[str],
+    *,
+    batch_sizes: Sequence[int] = (1, 32),
+    rounds: int = 5,
+    batches_per_round: dict[int, int] | None = None,
+    warmup_batches: int = 2,
+) -> dict[str, Any]:
+    """Time every system on the same batches of ``texts``, alternating by round.
+
+    Args:
+        systems: Name -> callable classifying a list of texts (tokenization included).
+        texts: Real messages; batches cycle through them so every system sees the same ones.
+        batch_sizes: Texts per call.
+        rounds: Alternation rounds; each round runs every system once per batch size, in rotated order.
+        batches_per_round: Calls per system per round, by batch size (default: 40 at batch 1, 2 otherwise).
+        warmup_batches: Untimed calls per system and batch size first (session and allocator warm-up).
+
+    Returns:
+        ``{"results": {batch_size: {system: {texts_per_second, p50_ms, p99_ms, ...}}}, "ratios": ...}``.
+    """
+    if not texts:
+        raise ValueError("the speed report needs at least one text")
+    per_round = batches_per_round or {}
+    names = list(systems)
+    latencies: dict[int, dict[str, list[float]]] = {b: {n: [] for n in names} for b in batch_sizes}
+    counts: dict[int, dict[str, int]] = {b: dict.fromkeys(names, 0) for b in batch_sizes}
+
+    def batch_at(size: int, position: int) -> list[str]:
+        start = (position * size) % len(texts)
+        chunk = [texts[(start + i) % len(texts)] for i in range(size)]
+        return chunk
+
+    for size in batch_sizes:
+        for name in names:
+            for position in range(warmup_batches):
+                systems[name](batch_at(size, position))
+
+    for round_index in range(rounds):
+        order = names[round_index % len(names) :] + names[: round_index % len(names)]
+        for size in batch_sizes:
+            calls = per_round.get(size, 40 if size == 1 else 2)
+            for name in order:
+                for call in range(calls):
+                    batch = batch_at(size, round_index * calls + call)
+                    start = time.perf_counter()
+                    systems[name](batch)
+                    latencies[size][name].append(time.perf_counter() - start)
+                    counts[size][name] += len(batch)
+
+    results = {
+        str(size): {name: _summary(latencies[size][name], counts[size][name]) for name in names}
+        for size in batch_sizes
+    }
+    ratios: dict[str, dict[str, float]] = {}
+    for size_key, by_system in results.items():
+        if PYTORCH in by_system:
+            base = by_system[PYTORCH]["texts_per_second"]
+            ratios[size_key] = {
+                name: figures["texts_per_second"] / base
+                for name, figures in by_system.items()
+                if name != PYTORCH
+            }
+    return {"results": results, "ratios": ratios, "rounds": rounds, "num_texts": len(texts)}
+
+
+def targets_met(report: dict[str, Any]) -> dict[str, bool]:
+    """Whether int8 reached the issue's speed-up over PyTorch, per batch size."""
+    return {
+        size: report["ratios"].get(size, {}).get(ONNX_INT8, 0.0) >= target
+        for size, target in TARGET_RATIOS.items()
+        if size in report["ratios"]
+    }
+
+
+def plot_bench(report: dict[str, Any], path: Path, title: str) -> None:
+    """Bar chart of texts/s per system and batch size, with p50/p99 latency on each bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = list(report["results"])
+    systems = list(next(iter(report["results"].values())))
+    width = 0.8 / len(systems)
+    fig, axes = plt.subplots(figsize=(8, 4.5))
+    colors = ["#9e9e9e", "#4c72b0", "#dd8452", "#55a868"]
+    for i, system in enumerate(systems):
+        xs = [s + (i - (len(systems) - 1) / 2) * width for s in range(len(sizes))]
+        values = [report["results"][size][system]["texts_per_second"] for size in sizes]
+        bars = axes.bar(xs, values, width, label=system, color=colors[i % len(colors)])
+        for bar, size in zip(bars, sizes, strict=True):
+            figures = report["results"][size][system]
+            axes.annotate(
+                f"{figures['texts_per_second']:.0f}/s\np50 {figures['p50_ms']:.1f} ms\n"
+                f"p99 {figures['p99_ms']:.1f} ms",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
+    axes.set_xticks(range(len(sizes)), [f"batch {size}" for size in sizes])
+    axes.set_ylabel("texts / s (tokenization included)")
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=8, loc="upper left")
+    axes.margins(y=0.25)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
