@@ -311,7 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m loadtest.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"cores": cores(), "cpu": cpu_model(), "python": platform.python_version()},
+        "machine": {
+            "cores": cores(),
+            "cpu": cpu_model(),
+            "python": platform.python_version(),
+            # Other work on the machine skews every figure; the load average says how busy it was.
+            "loadavg_1m_at_start": os.getloadavg()[0],
+        },
         "model": {
             "bundle": str(args.model_dir),
             "name": bundle.manifest.name,
