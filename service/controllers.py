@@ -16,6 +16,7 @@ import numpy as np
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody
 
 from export.bundle import Manifest
 from service.batcher import Batcher
@@ -189,7 +190,7 @@ class ClassifyController(Controller):
         responses=CLASSIFY_RESPONSES,
     )
     async def classify(
-        self, data: ClassifyRequest, state: State, request: Request[Any, Any, Any]
+        self, data: JSONBody[ClassifyRequest], state: State, request: Request[Any, Any, Any]
     ) -> Response[ClassifyResponse]:
         rt = runtime(state)
         settings = rt.settings

@@ -229,6 +229,9 @@ def error_from_exception(exc: Exception) -> ServiceError:
     """The one mapping from any exception to the error the client sees."""
     if isinstance(exc, ServiceError):
         return exc
+    if isinstance(exc, UnicodeDecodeError):
+        # Litestar decodes the body before validation; invalid UTF-8 surfaces as this plain exception.
+        return InvalidJSONError(f"the request body is not valid UTF-8: {exc.reason} at byte {exc.start}")
     if isinstance(exc, ValidationException):
         extra = exc.extra if exc.extra else None
         if _is_json_problem(exc):

@@ -23,7 +23,7 @@ from export.bundle import (
     checksum_files,
     write_manifest,
 )
-from service.engine import Prediction, Tokenized, sigmoid, softmax
+from service.engine import Engine, Prediction, Tokenized, sigmoid, softmax
 from service.engine import TextTooLongError as EngineTextTooLongError
 from tests.fixtures.tiny_model import vocabulary
 
@@ -124,3 +124,27 @@ class FakeEngine:
             )
             predictions.append(Prediction(self.labels[top], float(row[top]), row, chosen))
         return predictions
+
+
+class GatedEngine:
+    """Wraps a real engine; ``infer`` waits for ``gate`` (keeps the batcher busy in backpressure tests)."""
+
+    def __init__(self, inner: Engine, gate: threading.Event) -> None:
+        self.inner = inner
+        self.gate = gate
+        self.entered = threading.Event()
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.inner.manifest
+
+    def tokenize(self, texts: Sequence[str], truncate: bool = True) -> list[Tokenized]:
+        return self.inner.tokenize(texts, truncate)
+
+    def infer(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        self.entered.set()
+        self.gate.wait(timeout=30)
+        return self.inner.infer(batch)
+
+    def postprocess(self, scores: np.ndarray) -> list[Prediction]:
+        return self.inner.postprocess(scores)
