@@ -24,6 +24,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 import urllib.request
@@ -141,6 +142,20 @@ def engine_throughput(bundle_dir: Path) -> dict[str, Any] | None:
     if not per_batch:
         return None
     return {"source": str(path), "texts_per_second_by_batch": per_batch, "best": max(per_batch.values())}
+
+
+def median_figures(measured: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of each figure over repeated measurements (one measurement is returned as is, plus ``runs``)."""
+    if len(measured) == 1:
+        return {**measured[0], "runs": 1}
+    out: dict[str, Any] = {"runs": len(measured), "each": measured}
+    for key in ("throughput_rps", "server_cpu_cores", "loadgen_cpu_cores", "loadgen_cpu_share"):
+        out[key] = statistics.median(m[key] for m in measured)
+    out["latency_ms"] = {
+        key: statistics.median(m["latency_ms"][key] for m in measured) for key in measured[0]["latency_ms"]
+    }
+    out["errors"] = {key: sum(m["errors"][key] for m in measured) for key in measured[0]["errors"]}
+    return out
 
 
 def ratio(numerator: float, denominator: float) -> float:
@@ -292,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-concurrency", type=int, default=32, help="concurrency of the settings sweep")
     parser.add_argument("--no-sweep", action="store_true", help="skip batching off/on and the threads sweep")
     parser.add_argument("--messages", type=int, default=2000, help="distinct messages cycled through")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat the comparison; medians are reported (%(default)s)"
+    )
     parser.add_argument("--no-gate", action="store_true", help="exit 0 even when a target is missed")
     args = parser.parse_args(argv)
 
@@ -353,13 +371,23 @@ def main(argv: list[str] | None = None) -> int:
     with ours, baseline:
         probe(ours, sample)
         probe(baseline, sample)
-        for index, concurrency in enumerate(args.concurrency):
-            order = [(OURS, ours), (BASELINE, baseline)]
-            if index % 2:
-                order.reverse()
-            row: dict[str, Any] = {"concurrency": concurrency, "first": order[0][0]}
-            for name, server in order:
-                row[name] = measure(server, bodies, concurrency, args.warmup, args.duration)
+        runs: dict[int, dict[str, list[dict[str, Any]]]] = {
+            c: {OURS: [], BASELINE: []} for c in args.concurrency
+        }
+        for round_index in range(args.rounds):
+            for index, concurrency in enumerate(args.concurrency):
+                # Alternate who goes first, so drift on the shared machine does not favour one side.
+                order = [(OURS, ours), (BASELINE, baseline)]
+                if (index + round_index) % 2:
+                    order.reverse()
+                for name, server in order:
+                    runs[concurrency][name].append(
+                        measure(server, bodies, concurrency, args.warmup, args.duration)
+                    )
+        for concurrency, by_name in runs.items():
+            row: dict[str, Any] = {"concurrency": concurrency}
+            for name, measured in by_name.items():
+                row[name] = median_figures(measured)
             row["ratio"] = compare(row[OURS], row[BASELINE])
             results["comparison"].append(row)
 

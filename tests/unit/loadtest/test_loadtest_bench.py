@@ -90,3 +90,21 @@ def test_without_engine_report_the_overhead_target_is_missed_not_skipped() -> No
     results = results_for(figures(250, 100, 150), figures(50, 600, 900), ours_c1_p50=6)
     results["engine"] = None
     assert verdicts(results)["serving_efficiency"] is False
+
+
+def test_repeated_rounds_report_medians() -> None:
+    measured = [
+        {
+            **figures(rps, p50, p99),
+            "server_cpu_cores": 1.0,
+            "loadgen_cpu_cores": 0.1,
+            "loadgen_cpu_share": 0.05,
+        }
+        | {"errors": {"status": errors}}
+        for rps, p50, p99, errors in ((100, 10, 50, 0), (300, 30, 20, 1), (200, 20, 40, 2))
+    ]
+    median = bench.median_figures(measured)
+    assert median["throughput_rps"] == 200
+    assert median["latency_ms"] == {"p50": 20, "p95": 40, "p99": 40}
+    assert median["errors"] == {"status": 3}
+    assert median["runs"] == 3
