@@ -1,0 +1,189 @@
+"""`make stack` for real on the tiny bundle: the service comes up, Prometheus scrapes it with the project's
+config and rules, and Ctrl-C (SIGINT) brings everything down in reverse order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("prometheus") is None, reason="needs Debian's prometheus (make system-deps)"
+    ),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def query(prometheus_url: str, promql: str) -> list[dict[str, Any]]:
+    body = get_json(f"{prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}")
+    assert body["status"] == "success", body
+    return list(body["data"]["result"])
+
+
+def eventually(check: Callable[[], bool], timeout: float, what: str, stack: StackProcess) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        if stack.process.poll() is not None:
+            pytest.fail(f"the stack exited with {stack.process.returncode} before {what}:\n{stack.output()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout} s\n{stack.output()}")
+        time.sleep(0.5)
+
+
+@dataclass
+class StackProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    api_url: str
+    prometheus_url: str
+
+    def output(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+def start_stack(tmp_path: Path, model_dir: Path, ready_timeout: float = 60) -> StackProcess:
+    api_port, prometheus_port = free_port(), free_port()
+    log_path = tmp_path / "stack.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "deploy.stack",
+                "--model-dir",
+                str(model_dir),
+                "--no-train",
+                "--port",
+                str(api_port),
+                "--prometheus-port",
+                str(prometheus_port),
+                "--ready-timeout",
+                str(ready_timeout),
+            ],
+            cwd=REPO,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    return StackProcess(
+        process, log_path, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{prometheus_port}"
+    )
+
+
+@pytest.fixture
+def running_stack(tmp_path: Path, tiny_bundle_dir: Path) -> Iterator[StackProcess]:
+    stack = start_stack(tmp_path, tiny_bundle_dir)
+    try:
+        yield stack
+    finally:
+        if stack.process.poll() is None:  # the test failed before its own SIGINT
+            stack.process.send_signal(signal.SIGINT)
+            try:
+                stack.process.wait(60)
+            except subprocess.TimeoutExpired:
+                stack.process.kill()
+                stack.process.wait()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes (exited, not yet reaped by a parent that has itself exited).
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "State:\tZ" in status.read_text())
+
+
+def test_prometheus_scrapes_the_service_and_sigint_stops_everything(running_stack: StackProcess) -> None:
+    stack = running_stack
+
+    def textclf_up() -> bool:
+        return [r["value"][1] for r in query(stack.prometheus_url, 'up{job="textclf"}')] == ["1"]
+
+    eventually(textclf_up, 60, 'up{job="textclf"} == 1', stack)
+
+    # Traffic through the API shows up in Prometheus under the contract's names.
+    request = urllib.request.Request(
+        f"{stack.api_url}/classify",
+        data=json.dumps({"text": "the river flooded, we need water"}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+    def texts_counted() -> bool:
+        result = query(stack.prometheus_url, 'sum(textclf_texts_total{job="textclf"})')
+        return bool(result) and float(result[0]["value"][1]) >= 1
+
+    eventually(texts_counted, 30, "textclf_texts_total >= 1 in Prometheus", stack)
+
+    # The same rule files compose mounts are loaded (the native config makes their paths absolute).
+    groups = get_json(f"{stack.prometheus_url}/api/v1/rules")["data"]["groups"]
+    assert groups
+    assert {Path(group["file"]).parent.name for group in groups} == {"rules"}
+
+    output = stack.output()
+    pids = {name: int(pid) for name, pid in re.findall(r"\[stack\] started (\w+) \(pid (\d+)\)", output)}
+    assert set(pids) == {"api", "prometheus"}, output
+
+    stack.process.send_signal(signal.SIGINT)
+    assert stack.process.wait(60) == 0, stack.output()
+    output = stack.output()
+    assert output.index("stopping prometheus") < output.index("stopping api"), "reverse start order"
+    assert not [name for name, pid in pids.items() if pid_alive(pid)], output
+    with pytest.raises(urllib.error.URLError, match="refused"):
+        urllib.request.urlopen(f"{stack.api_url}/health/live", timeout=2)
+
+
+def test_a_bundle_the_service_cannot_load_fails_the_stack_cleanly(tmp_path: Path) -> None:
+    broken = tmp_path / "broken-bundle"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{}", encoding="utf-8")
+    stack = start_stack(tmp_path, broken, ready_timeout=30)
+    try:
+        assert stack.process.wait(60) == 1, stack.output()
+    finally:
+        if stack.process.poll() is None:
+            stack.process.kill()
+    output = stack.output()
+    # The service stays up but reports the rejected bundle on /health/ready; the stack says why and stops.
+    assert "the service rejected the model bundle" in output
+    assert "schema" in output.split("the service rejected the model bundle", 1)[1].splitlines()[0]
+    assert "started prometheus" not in output, "nothing after a failed health gate"
