@@ -1,0 +1,70 @@
+"""The web page in a real headless Chromium against the real service process: type a message, submit, see a
+label and one score bar per label. A screenshot is saved for a human to look at."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from export.bundle import load_bundle
+from tests.fixtures.server import run_service
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser_path() -> str:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM} (make system-deps installs it)")
+    return CHROMIUM
+
+
+def test_type_a_message_and_see_a_label(tiny_bundle_dir: Path, browser_path: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    labels = load_bundle(tiny_bundle_dir).manifest.labels
+    screenshot = Path(os.environ.get("TEXTCLF_SCREENSHOT_DIR", tmp_path)) / "web_page.png"
+    with run_service(tiny_bundle_dir) as service, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=browser_path, args=LAUNCH_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 700})
+            external: list[str] = []
+            page.on(
+                "request",
+                lambda request: (
+                    None if request.url.startswith(service.base_url) else external.append(request.url)
+                ),
+            )
+            page.goto(service.base_url + "/")
+            expect(page.locator("#model")).to_contain_text("tiny-related")
+            page.fill("#text", "We need water and tents, the river flooded our village")
+            page.click("#submit")
+            expect(page.locator("#result")).to_be_visible(timeout=15_000)
+            label = page.locator("#label").inner_text()
+            assert label in labels
+            expect(page.locator("#bars .bar")).to_have_count(len(labels))
+            assert page.locator("#error").inner_text() == ""
+            page.screenshot(path=str(screenshot), full_page=True)
+
+            # An empty message shows the API's error instead of a result.
+            page.fill("#text", "   ")
+            page.click("#submit")
+            expect(page.locator("#error")).to_contain_text("empty_text")
+        finally:
+            browser.close()
+    assert external == []  # no CDN, no third-party requests
+    assert screenshot.stat().st_size > 0
