@@ -165,8 +165,11 @@ def test_api_healthcheck_gates_on_readiness(services: dict[str, dict[str, Any]])
 
 def test_api_settings_from_compose_are_valid(services: dict[str, dict[str, Any]]) -> None:
     """The TEXTCLF_* values compose passes are accepted by the service's own settings parser."""
-    settings_module = pytest.importorskip("service.settings")
+    from service import settings as settings_module
+
     env = {k: str(v) for k, v in services["api"]["environment"].items()}
+    fields = {f"TEXTCLF_{name.upper()}" for name in settings_module.Settings.__dataclass_fields__}
+    assert set(env) <= fields, f"not a service setting: {sorted(set(env) - fields)}"
     settings = settings_module.Settings.from_env(env)
     assert settings.host == "0.0.0.0"
     assert str(settings.model_dir) == "/models/disaster-related"

@@ -126,7 +126,8 @@ def test_bundle_volume_filled_by_the_init_container_is_where_the_service_looks(
 def test_configmap_settings_are_accepted_by_the_service(
     default_set: dict[str, Any], api: dict[str, Any]
 ) -> None:
-    settings_module = pytest.importorskip("service.settings")
+    from service import settings as settings_module
+
     data = default_set["ConfigMap"]["data"]
     assert all(key.startswith("TEXTCLF_") for key in data)
     settings = settings_module.Settings.from_env(data)
