@@ -336,9 +336,19 @@ async def info(state: State) -> Info:
     )
 
 
-@get("/metrics", summary="Prometheus metrics (text format)", tags=["metrics"], include_in_schema=True)
+# Litestar appends "; charset=utf-8" to text/* media types itself; without this it would appear twice.
+METRICS_MEDIA_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
+
+
+@get(
+    "/metrics",
+    summary="Prometheus metrics (text format)",
+    tags=["metrics"],
+    include_in_schema=True,
+    media_type=METRICS_MEDIA_TYPE,
+)
 async def metrics_endpoint(state: State) -> Response[bytes]:
-    return Response(runtime(state).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    return Response(runtime(state).metrics.exposition(), media_type=METRICS_MEDIA_TYPE)
 
 
 @get("/", summary="A page to try the classifier", tags=["page"], include_in_schema=False)

@@ -134,6 +134,14 @@ class MethodNotAllowedError(ServiceError):
     type = "method_not_allowed"
     status_code = 405
 
+    def __init__(self, message: str, detail: Any = None, allow: str | None = None) -> None:
+        super().__init__(message, detail)
+        self.allow = allow
+
+    def response_headers(self) -> dict[str, str]:
+        # RFC 9110: a 405 must list the methods the route supports.
+        return {**super().response_headers(), **({"Allow": self.allow} if self.allow else {})}
+
 
 class ClientDisconnectedError(ServiceError):
     """The client went away before sending the whole body; nobody reads the answer (nginx's 499)."""
@@ -240,7 +248,8 @@ def error_from_exception(exc: Exception) -> ServiceError:
     if isinstance(exc, NotFoundException):
         return NotFoundError("no such route", detail=None)
     if isinstance(exc, MethodNotAllowedException):
-        return MethodNotAllowedError("this method is not allowed on this route", detail=None)
+        allow = (exc.headers or {}).get("allow")
+        return MethodNotAllowedError("this method is not allowed on this route", detail=None, allow=allow)
     if isinstance(exc, HTTPException):
         if exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
             return BodyTooLargeError("the request body is over the size limit")

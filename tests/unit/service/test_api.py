@@ -3,17 +3,21 @@ all scores, multi-label, headers, /info, health before and after warm-up, metric
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from litestar.testing import TestClient
 
 from export.bundle import Bundle, load_bundle
+from service.app import create_app
 from service.engine import Engine, OnnxEngine
 from service.settings import Settings
+from tests.fixtures.server import free_port
 from tests.unit.service.conftest import serve, wait_until
 
 pytestmark = pytest.mark.unit
@@ -302,3 +306,59 @@ def test_page_is_self_contained_and_calls_the_api(client: TestClient[Any]) -> No
     # No CDN: nothing is loaded from another origin (links to our own docs are relative).
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
     assert "@import" not in html
+
+
+def test_cors_is_off_by_default_and_on_for_listed_origins(tiny_bundle_dir: Path) -> None:
+    origin = {"Origin": "https://elsewhere.example"}
+    with serve(tiny_bundle_dir) as default:
+        response = default.post("/classify", json={"text": SHORT}, headers=origin)
+        assert "access-control-allow-origin" not in response.headers
+    with serve(tiny_bundle_dir, cors_origins=("https://elsewhere.example",)) as allowing:
+        response = allowing.post("/classify", json={"text": SHORT}, headers=origin)
+        assert response.headers["access-control-allow-origin"] == "https://elsewhere.example"
+
+
+def test_metrics_can_move_to_their_own_port(tiny_bundle_dir: Path) -> None:
+    port = free_port()
+    with serve(tiny_bundle_dir, metrics_port=port) as test_client:
+        assert test_client.get("/metrics").status_code == 404
+        test_client.post("/classify", json={"text": SHORT})
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert 'textclf_requests_total{method="POST",route="/classify",status="200"} 1.0' in text
+
+
+def test_client_disconnect_mid_body_is_not_a_server_error(tiny_bundle_dir: Path) -> None:
+    app = create_app(Settings(model_dir=tiny_bundle_dir))
+    sent: list[dict[str, Any]] = []
+    messages = [
+        {"type": "http.request", "body": b'{"text": "we ne', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/classify",
+        "raw_path": b"/classify",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"testserver")],
+        "client": ("127.0.0.1", 1234),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    (start,) = [m for m in sent if m["type"] == "http.response.start"]
+    assert start["status"] == 499
+    metrics = app.state["runtime"].metrics.exposition().decode()
+    assert 'textclf_errors_total{type="client_disconnected"} 1.0' in metrics
+    assert 'status="500"' not in metrics
