@@ -363,8 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return run(args, supervisor, Path(workdir))
         except StackError as exc:
-            log(f"error: {exc}")
             supervisor.stop_all()
+            if supervisor.stopping.is_set() and supervisor.crashed is None:
+                log(f"interrupted ({supervisor.reason}) before the stack was up")
+                return 130
+            log(f"error: {exc}")
             return 1
 
 

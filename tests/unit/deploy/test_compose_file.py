@@ -267,3 +267,13 @@ def test_grafana_provisioning_points_at_the_mounted_dashboards_and_prometheus(
     ]
     urls = {source["url"] for source in datasources if source["type"] == "prometheus"}
     assert urls == {"http://prometheus:9090"}
+
+
+def test_api_stop_grace_period_covers_the_service_drain(services: dict[str, dict[str, Any]]) -> None:
+    """`docker compose stop` must not SIGKILL the api while it finishes admitted requests."""
+    from service.settings import Settings
+
+    grace = services["api"]["stop_grace_period"]
+    assert grace.endswith("s")
+    env = {k: str(v) for k, v in services["api"]["environment"].items()}
+    assert float(grace[:-1]) > Settings.from_env(env).shutdown_timeout_seconds
