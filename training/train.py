@@ -1,0 +1,560 @@
+"""The fine-tuning loop and the run directory it writes.
+
+A plain PyTorch loop: AdamW (no decay on biases and LayerNorm), linear warm-up then linear decay, gradient
+clipping, batches padded to their longest text, optional class weights, evaluation on validation once per
+epoch (or
+every ``train.eval_every_steps``), early stopping on validation F1 keeping the best weights, seeded
+throughout.
+Under ``torchrun`` it runs DistributedDataParallel; rank 0 alone writes the run directory
+(``docs/CONTRACTS.md``
+section 2)::
+
+    <runs_dir>/<YYYYmmdd-HHMMSS>-<name>/
+        model/  config.yaml  metrics.json  data.json  eval/{validation,test}.jsonl
+        training_curves.png  confusion_matrix.png  history.json  train.log
+    <runs_dir>/latest -> <YYYYmmdd-HHMMSS>-<name>
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training import distributed
+from training.config import Config
+from training.data import Prepared, label_counts, load_prepared, subset, write_jsonl
+from training.evaluate import (
+    collate,
+    compute_metrics,
+    plot_confusion_matrix,
+    plot_training_curves,
+    predict_scores,
+    tune_thresholds,
+)
+from training.model import load_model, load_tokenizer, resolve_base
+
+log = logging.getLogger("training")
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def pick_device(choice: str, dist_info: distributed.DistInfo) -> Any:
+    import torch
+
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device is 'cuda' but CUDA is not available")
+        return torch.device("cuda", dist_info.local_rank)
+    return torch.device("cpu")
+
+
+def encode_labels(rows: list[dict[str, Any]], labels: list[str], problem_type: str) -> np.ndarray:
+    index = {label: i for i, label in enumerate(labels)}
+    if problem_type == "multi_label":
+        target = np.zeros((len(rows), len(labels)), dtype=np.float32)
+        for r, row in enumerate(rows):
+            for label in row["labels"]:
+                if label in index:
+                    target[r, index[label]] = 1.0
+        return target
+    return np.array([index[row["label"]] for row in rows], dtype=np.int64)
+
+
+def tokenize(tokenizer: Any, rows: list[dict[str, Any]], max_length: int) -> list[dict[str, list[int]]]:
+    """Token ids per text, truncated to ``max_length``, not padded (batches pad to their longest)."""
+    encoded = tokenizer([row["text"] for row in rows], truncation=True, max_length=max_length)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+    return [{k: encoded[k][i] for k in keys} for i in range(len(rows))]
+
+
+def class_weights(targets: np.ndarray, problem_type: str, n_labels: int) -> np.ndarray:
+    """Inverse-frequency weights (single-label) or negative/positive ratios (multi-label), in [0.1, 50]."""
+    if problem_type == "multi_label":
+        positives = targets.sum(axis=0)
+        weights = (len(targets) - positives) / np.maximum(positives, 1)
+    else:
+        counts = np.bincount(targets, minlength=n_labels).astype(np.float64)
+        weights = len(targets) / (n_labels * np.maximum(counts, 1))
+    return np.clip(weights, 0.1, 50.0).astype(np.float32)
+
+
+def parameter_digest(model: Any) -> str:
+    """SHA-256 over every parameter's bytes: equal on all ranks when DDP kept the replicas in sync."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def new_run_dir(config: Config) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(config.runs_dir) / f"{stamp}-{config.name}"
+    suffix = 1
+    while run_dir.exists():  # two runs in the same second
+        suffix += 1
+        run_dir = Path(config.runs_dir) / f"{stamp}-{config.name}-{suffix}"
+    return run_dir
+
+
+def update_latest(run_dir: Path) -> Path:
+    """Point ``<parent>/latest`` at ``run_dir`` (relative symlink, replaced atomically)."""
+    link = run_dir.parent / "latest"
+    partial = run_dir.parent / f".latest.{os.getpid()}"
+    partial.unlink(missing_ok=True)
+    partial.symlink_to(run_dir.name, target_is_directory=True)
+    partial.replace(link)
+    return link
+
+
+class Tracker:
+    """Experiment tracking: ``none`` does nothing; ``wandb`` logs config, metrics and plots (lazy import)."""
+
+    def __init__(self, kind: str, config: Config, run_dir: Path | None) -> None:
+        self.run: Any = None
+        if kind != "wandb" or run_dir is None:
+            return
+        import wandb
+
+        self.wandb = wandb
+        self.run = wandb.init(
+            project=config.wandb_project,
+            name=run_dir.name,
+            dir=str(run_dir),
+            config=config.to_dict(),
+            reinit=True,
+        )
+
+    def log(self, values: dict[str, Any], step: int | None = None) -> None:
+        if self.run is not None:
+            self.run.log(values, step=step)
+
+    def finish(self, summary: dict[str, Any], images: list[Path]) -> None:
+        if self.run is None:
+            return
+        for key, value in summary.items():
+            self.run.summary[key] = value
+        self.run.log({path.stem: self.wandb.Image(str(path)) for path in images if path.is_file()})
+        self.run.finish()
+
+
+def _attach_log_file(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def run(config: Config, run_dir: Path | None = None) -> Path | None:
+    """Train with ``config`` and write the run directory; returns it on rank 0 (None on other ranks)."""
+    import torch
+
+    dist_info = distributed.init(
+        use_cuda=config.train.device == "cuda"
+        or (config.train.device == "auto" and torch.cuda.is_available())
+    )
+    try:
+        return _run(config, run_dir, dist_info)
+    finally:
+        distributed.shutdown(dist_info)
+
+
+def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) -> Path | None:
+    import torch
+    from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+    cfg, main = config.train, dist_info.is_main
+    if not main:
+        logging.getLogger().setLevel(logging.WARNING)  # rank-0-only logging
+    device = pick_device(cfg.device, dist_info)
+    if device.type == "cpu":
+        threads = cfg.num_threads or max(1, usable_cores() // dist_info.local_world_size)
+        torch.set_num_threads(threads)
+    seed_everything(cfg.seed, cfg.deterministic)
+
+    log_handler = None
+    if main:
+        run_dir = Path(run_dir) if run_dir else new_run_dir(config)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log_handler = _attach_log_file(run_dir)
+        log.info("run directory: %s", run_dir)
+    log.info(
+        "device %s, %d torch threads, %d process(es)%s",
+        device,
+        torch.get_num_threads(),
+        dist_info.world_size,
+        f" ({dist_info.backend})" if dist_info.enabled else "",
+    )
+
+    # Data: rank 0 fetches and prepares (cache), the others read the cache it wrote.
+    prepared: Prepared | None = load_prepared(config) if main else None
+    distributed.barrier(dist_info)
+    if prepared is None:
+        prepared = load_prepared(config)
+    labels, problem_type = prepared.labels, prepared.problem_type
+    train_rows = subset(prepared.splits["train"], config.data.train_subset, cfg.seed)
+    validation_rows = subset(prepared.splits["validation"], config.data.validation_subset, cfg.seed)
+    test_rows = prepared.splits["test"]
+    log.info(
+        "data: train %d (of %d), validation %d, test %d; labels %s",
+        len(train_rows),
+        len(prepared.splits["train"]),
+        len(validation_rows),
+        len(test_rows),
+        labels,
+    )
+
+    tokenizer = load_tokenizer(config.model.base)
+    pad_id = tokenizer.pad_token_id or 0
+    train_features = tokenize(tokenizer, train_rows, config.model.max_length)
+    validation_features = tokenize(tokenizer, validation_rows, config.model.max_length)
+    train_targets = encode_labels(train_rows, labels, problem_type)
+    validation_targets = encode_labels(validation_rows, labels, problem_type)
+
+    torch.manual_seed(cfg.seed)  # the new head is initialised from this seed on every rank
+    model = load_model(config.model.base, labels, problem_type).to(device)
+    model.train()
+    inner = model
+    if dist_info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    dataset = list(range(len(train_features)))
+    if dist_info.enabled:
+        sampler: Any = DistributedSampler(
+            dataset, num_replicas=dist_info.world_size, rank=dist_info.rank, shuffle=True, seed=cfg.seed
+        )
+    else:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=list, drop_last=False)
+
+    steps_per_epoch = len(loader)
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    warmup_steps = int(cfg.warmup_ratio * total_steps)
+
+    no_decay = ("bias", "LayerNorm.weight", "layernorm.weight", "norm.weight")
+    groups = [
+        {
+            "params": [p for n, p in inner.named_parameters() if not n.endswith(no_decay)],
+            "weight_decay": cfg.weight_decay,
+        },
+        {"params": [p for n, p in inner.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
+
+    def lr_factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+
+    weights = None
+    if cfg.class_weights == "balanced":
+        weights = torch.tensor(class_weights(train_targets, problem_type, len(labels)), device=device)
+        log.info("class weights: %s", dict(zip(labels, weights.tolist(), strict=True)))
+    if problem_type == "multi_label":
+        loss_fn: Any = torch.nn.BCEWithLogitsLoss(pos_weight=weights)
+    else:
+        loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+
+    tracker = Tracker(config.tracker, config, run_dir if main else None)
+    history: dict[str, list[Any]] = {"step": [], "loss": [], "eval_step": [], "val_f1": [], "val_loss": []}
+    best_f1, best_step, best_epoch, evals_without_gain = -1.0, 0, 0, 0
+    best_state = copy.deepcopy({k: v.detach().cpu() for k, v in inner.state_dict().items()})
+    thresholds: list[float] | None = None
+
+    def evaluate_validation(step: int, epoch: int) -> bool:
+        """Rank 0 evaluates; every rank learns whether to stop and whether this is the new best."""
+        nonlocal best_f1, best_step, best_epoch, evals_without_gain, best_state
+        decision = None
+        if main:
+            scores = predict_scores(
+                inner,
+                features=validation_features,
+                problem_type=problem_type,
+                batch_size=cfg.eval_batch_size,
+                device=device,
+                pad_token_id=pad_id,
+            )
+            tuned = tune_thresholds(validation_targets, scores) if problem_type == "multi_label" else None
+            metrics = compute_metrics(problem_type, labels, validation_targets, scores, tuned)
+            improved = metrics["f1"] > best_f1
+            history["eval_step"].append(step)
+            history["val_f1"].append(metrics["f1"])
+            history["val_loss"].append(metrics["loss"])
+            tracker.log({"validation/f1": metrics["f1"], "validation/loss": metrics["loss"]}, step=step)
+            log.info(
+                "step %d (epoch %d): validation F1 %.4f, accuracy %.4f, loss %.4f%s",
+                step,
+                epoch,
+                metrics["f1"],
+                metrics["accuracy"],
+                metrics["loss"],
+                " (best so far)" if improved else "",
+            )
+            decision = improved
+        improved = distributed.broadcast(dist_info, decision)
+        if improved:
+            best_f1 = history["val_f1"][-1] if main else best_f1
+            best_step, best_epoch, evals_without_gain = step, epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in inner.state_dict().items()}
+        else:
+            evals_without_gain += 1
+        patience = cfg.early_stopping_patience
+        return patience > 0 and evals_without_gain >= patience
+
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    step, examples_seen, train_seconds, epochs_run, stop = 0, 0, 0.0, 0, False
+    window_loss, window_steps, window_examples, window_start = 0.0, 0, 0, time.perf_counter()
+    progress = tqdm(total=total_steps, disable=not (cfg.progress and main), desc="train", unit="step")
+    log.info(
+        "training: %d epoch(s) x %d steps (%d total, %d warm-up), batch %d x %d process(es), lr %g",
+        cfg.epochs,
+        steps_per_epoch,
+        total_steps,
+        warmup_steps,
+        cfg.batch_size,
+        dist_info.world_size,
+        cfg.learning_rate,
+    )
+    with logging_redirect_tqdm():
+        for epoch in range(1, cfg.epochs + 1):
+            if stop or step >= total_steps:
+                break
+            epochs_run = epoch
+            if isinstance(sampler, DistributedSampler):
+                sampler.set_epoch(epoch)
+            epoch_start = time.perf_counter()
+            for indices in loader:
+                batch = {
+                    k: v.to(device) for k, v in collate([train_features[i] for i in indices], pad_id).items()
+                }
+                target = torch.as_tensor(train_targets[indices], device=device)
+                logits = model(**batch).logits
+                loss = loss_fn(logits.float(), target)
+                loss.backward()
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(inner.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                global_batch = len(indices) * dist_info.world_size
+                examples_seen += global_batch
+                loss_value = float(loss.detach())
+                history["step"].append(step)
+                history["loss"].append(loss_value)
+                window_loss += loss_value
+                window_steps += 1
+                window_examples += global_batch
+                progress.update(1)
+                if step % cfg.log_every_steps == 0 or step == total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    rate = window_examples / elapsed if elapsed > 0 else 0.0
+                    lr = scheduler.get_last_lr()[0]
+                    mean_loss = window_loss / max(1, window_steps)
+                    progress.set_postfix(loss=f"{mean_loss:.4f}", ex_s=f"{rate:.1f}")
+                    log.info(
+                        "step %d/%d: loss %.4f, lr %.2e, %.1f examples/s",
+                        step,
+                        total_steps,
+                        mean_loss,
+                        lr,
+                        rate,
+                    )
+                    tracker.log(
+                        {"train/loss": mean_loss, "train/lr": lr, "train/examples_per_s": rate}, step=step
+                    )
+                    window_loss, window_steps, window_examples = 0.0, 0, 0
+                    window_start = time.perf_counter()
+                at_end = step >= total_steps
+                if cfg.eval_every_steps and step % cfg.eval_every_steps == 0 and not at_end:
+                    train_seconds += time.perf_counter() - epoch_start
+                    stop = evaluate_validation(step, epoch)
+                    epoch_start = time.perf_counter()
+                    window_start = time.perf_counter()
+                    if stop:
+                        break
+                if at_end:
+                    break
+            train_seconds += time.perf_counter() - epoch_start
+            if not stop:
+                stop = evaluate_validation(step, epoch)
+            window_start = time.perf_counter()
+            if stop:
+                log.info(
+                    "early stopping: no better validation F1 in %d evaluation(s)", cfg.early_stopping_patience
+                )
+    progress.close()
+
+    inner.load_state_dict(best_state)
+    digests = distributed.gather(dist_info, parameter_digest(inner))
+    examples_per_second = examples_seen / train_seconds if train_seconds > 0 else 0.0
+    log.info(
+        "trained %d steps, %d examples in %.1f s: %.1f examples/s; best validation F1 %.4f at step %d",
+        step,
+        examples_seen,
+        train_seconds,
+        examples_per_second,
+        best_f1,
+        best_step,
+    )
+    if not main:
+        return None
+    assert run_dir is not None
+
+    # Final evaluation of the best weights on validation and test (rank 0).
+    eval_start = time.perf_counter()
+    test_features = tokenize(tokenizer, test_rows, config.model.max_length)
+    test_targets = encode_labels(test_rows, labels, problem_type)
+    validation_scores = predict_scores(
+        inner,
+        features=validation_features,
+        problem_type=problem_type,
+        batch_size=cfg.eval_batch_size,
+        device=device,
+        pad_token_id=pad_id,
+    )
+    if problem_type == "multi_label":
+        thresholds = tune_thresholds(validation_targets, validation_scores)
+    test_scores = predict_scores(
+        inner,
+        features=test_features,
+        problem_type=problem_type,
+        batch_size=cfg.eval_batch_size,
+        device=device,
+        pad_token_id=pad_id,
+    )
+    metrics: dict[str, Any] = {
+        "validation": compute_metrics(
+            problem_type, labels, validation_targets, validation_scores, thresholds
+        ),
+        "test": compute_metrics(problem_type, labels, test_targets, test_scores, thresholds),
+        "training": {
+            "examples_per_second": examples_per_second,
+            "train_seconds": train_seconds,
+            "eval_seconds": time.perf_counter() - eval_start,
+            "epochs_run": epochs_run,
+            "steps": step,
+            "examples_seen": examples_seen,
+            "best_epoch": best_epoch,
+            "best_step": best_step,
+            "best_validation_f1": best_f1,
+            "device": str(device),
+            "torch_threads": torch.get_num_threads(),
+            "world_size": dist_info.world_size,
+            "backend": dist_info.backend,
+            "parameter_sha256_per_rank": digests,
+            "replicas_in_sync": len(set(digests)) == 1,
+            "torch_version": torch.__version__,
+        },
+    }
+    log.info(
+        "test: F1 %.4f, accuracy %.4f, ROC-AUC %s (%d messages)",
+        metrics["test"]["f1"],
+        metrics["test"]["accuracy"],
+        metrics["test"]["roc_auc"],
+        metrics["test"]["n"],
+    )
+    write_run_dir(
+        run_dir,
+        config=config,
+        prepared=prepared,
+        used={"train": train_rows, "validation": validation_rows, "test": test_rows},
+        model=inner,
+        tokenizer=tokenizer,
+        metrics=metrics,
+        thresholds=thresholds,
+        history=history,
+    )
+    tracker.finish(
+        {f"test/{k}": v for k, v in metrics["test"].items() if isinstance(v, int | float)},
+        [run_dir / "training_curves.png", run_dir / "confusion_matrix.png"],
+    )
+    link = update_latest(run_dir)
+    log.info("wrote %s (%s -> %s)", run_dir, link, run_dir.name)
+    if log_handler is not None:
+        logging.getLogger().removeHandler(log_handler)
+        log_handler.close()
+    return run_dir
+
+
+def write_run_dir(
+    run_dir: Path,
+    *,
+    config: Config,
+    prepared: Prepared,
+    used: dict[str, list[dict[str, Any]]],
+    model: Any,
+    tokenizer: Any,
+    metrics: dict[str, Any],
+    thresholds: list[float] | None,
+    history: dict[str, list[Any]],
+) -> None:
+    """Everything ``docs/CONTRACTS.md`` section 2 lists, written by rank 0."""
+    labels = prepared.labels
+    model.save_pretrained(run_dir / "model", safe_serialization=True)
+    tokenizer.save_pretrained(run_dir / "model")
+    (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    train_counts = label_counts(used["train"], labels)
+    data = {
+        "source": prepared.source,
+        "sha256": prepared.sha256,
+        "dataset": prepared.dataset,
+        "task": prepared.task,
+        "problem_type": prepared.problem_type,
+        "labels": labels,
+        "split_sizes": {name: len(rows) for name, rows in used.items()},
+        "prepared_split_sizes": prepared.split_sizes(),
+        "split_generated": prepared.split_generated,
+        "label_counts": {name: label_counts(rows, labels) for name, rows in used.items()},
+        "label_prior": {label: count / max(1, len(used["train"])) for label, count in train_counts.items()},
+        "dropped": prepared.dropped,
+        "unused_label_columns": prepared.unused_label_columns,
+        "thresholds": thresholds,
+        "base_model": config.model.base,
+        "base_model_path": resolve_base(config.model.base),
+    }
+    (run_dir / "data.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    (run_dir / "history.json").write_text(json.dumps(history) + "\n", encoding="utf-8")
+    (run_dir / "eval").mkdir(exist_ok=True)
+    write_jsonl(run_dir / "eval" / "validation.jsonl", used["validation"])
+    write_jsonl(run_dir / "eval" / "test.jsonl", used["test"])
+    plot_training_curves(history, run_dir / "training_curves.png")
+    plot_confusion_matrix(metrics["test"], run_dir / "confusion_matrix.png", title="test")
+    if not all(math.isfinite(v) for v in history["loss"]):
+        log.warning("the training loss was not finite at some step; check the learning rate")
