@@ -57,14 +57,19 @@ def serve(settings: Settings) -> None:
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
         return
     # Several processes: each builds its own app (ONNX Runtime sessions cannot cross a fork) from TEXTCLF_*.
+    created = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     os.environ.update(settings.to_env())
-    _prepare_multiprocess_dir()
-    uvicorn.run(
-        "service.app:create_app_from_env",
-        factory=True,
-        workers=settings.workers,
-        **common,  # type: ignore[arg-type]
-    )
+    metrics_dir = _prepare_multiprocess_dir()
+    try:
+        uvicorn.run(
+            "service.app:create_app_from_env",
+            factory=True,
+            workers=settings.workers,
+            **common,  # type: ignore[arg-type]
+        )
+    finally:
+        if created:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
