@@ -1,0 +1,51 @@
+"""Quality fixtures: the real quick profile on the real dataset, trained once per session.
+
+``quick_run_dir`` runs ``python -m training --config training/configs/quick.yaml`` into a temporary runs
+folder (the data cache is the repository's ``artifacts/data``, fetched with pip on first use). Set
+``TEXTCLF_QUALITY_RUN_DIR`` to an existing run directory (e.g. ``artifacts/runs/latest``) to skip training
+while iterating locally. The export stage's quality test reuses this fixture.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+QUICK_CONFIG = REPO_ROOT / "training" / "configs" / "quick.yaml"
+RUN_DIR_ENV = "TEXTCLF_QUALITY_RUN_DIR"
+
+
+@pytest.fixture(scope="session")
+def quick_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory of the quick profile (``related``, 3,000 training messages, one epoch)."""
+    existing = os.environ.get(RUN_DIR_ENV)
+    if existing:
+        run_dir = Path(existing).resolve()
+        if not (run_dir / "metrics.json").is_file():
+            pytest.fail(f"{RUN_DIR_ENV}={existing} is not a finished run directory (no metrics.json)")
+        return run_dir
+    runs = tmp_path_factory.mktemp("quick-runs")
+    command = [
+        sys.executable,
+        "-m",
+        "training",
+        "--config",
+        str(QUICK_CONFIG),
+        f"runs_dir={runs}",
+        f"data.cache_dir={REPO_ROOT / 'artifacts' / 'data'}",
+        "train.progress=false",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=1800, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"the quick training run failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    assert (run_dir / "metrics.json").is_file(), result.stderr[-2000:]
+    return run_dir
