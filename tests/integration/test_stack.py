@@ -1,5 +1,6 @@
 """`make stack` for real on the tiny bundle: the service comes up, Prometheus scrapes it with the project's
-config and rules, and Ctrl-C (SIGINT) brings everything down in reverse order.
+config and rules, and Ctrl-C (SIGINT) brings everything down in reverse order. Also: the service under the
+read-only root filesystem that compose and Kubernetes give it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -23,13 +25,10 @@ from typing import Any
 
 import pytest
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which("prometheus") is None, reason="needs Debian's prometheus (make system-deps)"
-    ),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+needs_prometheus = pytest.mark.skipif(
+    shutil.which("prometheus") is None, reason="needs Debian's prometheus (make system-deps)"
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -131,6 +130,7 @@ def pid_alive(pid: int) -> bool:
     return not (status.exists() and "State:\tZ" in status.read_text())
 
 
+@needs_prometheus
 def test_prometheus_scrapes_the_service_and_sigint_stops_everything(running_stack: StackProcess) -> None:
     stack = running_stack
 
@@ -172,6 +172,7 @@ def test_prometheus_scrapes_the_service_and_sigint_stops_everything(running_stac
         urllib.request.urlopen(f"{stack.api_url}/health/live", timeout=2)
 
 
+@needs_prometheus
 def test_a_bundle_the_service_cannot_load_fails_the_stack_cleanly(tmp_path: Path) -> None:
     broken = tmp_path / "broken-bundle"
     broken.mkdir()
@@ -187,3 +188,68 @@ def test_a_bundle_the_service_cannot_load_fails_the_stack_cleanly(tmp_path: Path
     assert "the service rejected the model bundle" in output
     assert "schema" in output.split("the service rejected the model bundle", 1)[1].splitlines()[0]
     assert "started prometheus" not in output, "nothing after a failed health gate"
+
+
+def _can_unshare_mounts() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-m", "true"], capture_output=True, check=False).returncode == 0
+
+
+@pytest.mark.skipif(not _can_unshare_mounts(), reason="needs root and unshare(1) to remount / read-only")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_service_runs_with_a_read_only_root_and_a_tmp_tmpfs(
+    tmp_path: Path, tiny_bundle_dir: Path, workers: int
+) -> None:
+    """What compose's `read_only: true` + tmpfs /tmp (and Kubernetes' readOnlyRootFilesystem) impose, without
+    Docker: a private mount namespace where / is read-only and /tmp is an empty tmpfs."""
+    # /tmp is replaced inside the namespace, so the bundle has to live elsewhere.
+    outside_tmp = Path(tempfile.mkdtemp(prefix="textclf-ro-", dir="/var/tmp"))
+    try:
+        bundle = shutil.copytree(tiny_bundle_dir, outside_tmp / "bundle")
+        port = free_port()
+        script = (
+            "mount -o remount,bind,ro / && mount -t tmpfs -o size=64m,mode=1777 tmpfs /tmp || exit 98\n"
+            f"touch {REPO}/.read-only-probe 2>/dev/null && exit 99\n"
+            "cd /tmp && exec env PYTHONDONTWRITEBYTECODE=1 HOME=/tmp TMPDIR=/tmp "
+            f"{sys.executable} -m service --model-dir {bundle} --host 127.0.0.1 --port {port} "
+            f"--workers {workers}\n"
+        )
+        log_path = tmp_path / "service.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                assert process.poll() is None, f"exited {process.returncode}:\n{log_path.read_text()}"
+                try:
+                    with urllib.request.urlopen(f"{base}/health/ready", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.3)
+            request = urllib.request.Request(
+                f"{base}/classify",
+                data=json.dumps({"texts": ["flood in the village", "nice lunch"]}).encode(),
+                headers={"content-type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert len(json.loads(response.read())["results"]) == 2
+            with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+                assert b"textclf_texts_total" in response.read()
+        finally:
+            process.terminate()
+            process.wait(60)
+        log = log_path.read_text(encoding="utf-8", errors="replace")
+        assert "Read-only file system" not in log
+        assert "Traceback" not in log
+        assert not (REPO / ".read-only-probe").exists()
+    finally:
+        shutil.rmtree(outside_tmp, ignore_errors=True)
