@@ -255,6 +255,8 @@ def error_from_exception(exc: Exception) -> ServiceError:
             return BodyTooLargeError("the request body is over the size limit")
         if exc.status_code == 500 and _DISCONNECT_TEXT in str(exc.detail):
             return ClientDisconnectedError("the client disconnected before sending the whole body")
+        if exc.status_code == 400 and "out of range" in str(exc.detail):
+            return RequestValidationError(f"a number is out of range: {exc.detail}")
         if exc.status_code == 400 and _looks_like_json_problem(str(exc.detail)):
             # Litestar's JSON decoding errors (malformed, truncated, invalid UTF-8, lone surrogates).
             return InvalidJSONError(f"the request body is not valid JSON: {exc.detail}")
@@ -266,6 +268,9 @@ def error_from_exception(exc: Exception) -> ServiceError:
 def _validation_message(exc: ValidationException) -> str:
     if isinstance(exc.extra, list) and exc.extra:
         first = exc.extra[0]
+        if isinstance(first, dict) and first.get("message") == "'data'":
+            # Litestar's wording for a request without a body.
+            return "the request body is empty; send a JSON object with `text` or `texts`"
         if isinstance(first, dict) and first.get("message"):
             key = first.get("key")
             return f"{first['message']}" + (f" (at {key})" if key else "")

@@ -117,3 +117,12 @@ def test_error_counts_are_metrics_by_type(strict_client: TestClient[Any]) -> Non
     before = count("empty_text")
     strict_client.post("/classify", json={"text": " "})
     assert count("empty_text") == before + 1
+
+
+def test_empty_body_and_out_of_range_numbers_are_explained(strict_client: TestClient[Any]) -> None:
+    empty = strict_client.post("/classify", content=b"", headers=JSON).json()["error"]
+    assert empty["type"] == "validation_error"
+    assert "empty" in empty["message"]
+    huge = strict_client.post("/classify", content=b'{"text": "a", "top_k": 1e400}', headers=JSON)
+    assert huge.status_code == 400
+    assert huge.json()["error"]["type"] == "validation_error"
