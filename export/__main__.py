@@ -44,6 +44,11 @@ def parse_args(argv: Sequence[str] | None = None) -> ExportOptions:
     parser.add_argument("--isa", choices=ISAS, help="int8 target instruction set (default: detected)")
     parser.add_argument("--no-per-channel", action="store_true", help="quantize weights per tensor")
     parser.add_argument(
+        "--skip-layer-norm-fusion",
+        action="store_true",
+        help="keep O2's SkipLayerNormalization fusion (measured slower on CPU; off by default)",
+    )
+    parser.add_argument(
         "--keep-token-type-ids", action="store_true", help="keep the token_type_ids input (no folding)"
     )
     parser.add_argument(
@@ -69,11 +74,11 @@ def parse_args(argv: Sequence[str] | None = None) -> ExportOptions:
     unknown = [s for s in sources if s not in SOURCE_GRAPHS]
     if not sources or unknown:
         parser.error(f"--source-graphs takes {', '.join(SOURCE_GRAPHS)}; got {args.source_graphs!r}")
+    # Our progress lines at INFO; the libraries (the ORT quantizer logs one line per tensor) at WARNING.
     logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
+    logging.getLogger("export").setLevel(logging.WARNING if args.quiet else logging.INFO)
     return ExportOptions(
         run_dir=args.run_dir,
         out=args.out,
@@ -82,6 +87,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ExportOptions:
         allow_degraded=args.allow_degraded,
         isa=args.isa,
         per_channel=not args.no_per_channel,
+        skip_layer_norm_fusion=args.skip_layer_norm_fusion,
         fold_token_types=not args.keep_token_type_ids,
         source_graphs=sources,
         parity_sample=args.parity_sample,

@@ -86,6 +86,8 @@ class ExportOptions:
     """Quantization target; detected from the CPU when ``None``."""
     per_channel: bool = True
     """Quantize weights per output channel."""
+    skip_layer_norm_fusion: bool = False
+    """Let O2 fuse residual Add + LayerNorm into SkipLayerNormalization (slower here: see optimize.py)."""
     fold_token_types: bool = True
     """Fold token type 0 into the word embeddings and drop the ``token_type_ids`` input."""
     source_graphs: tuple[str, ...] = SOURCE_GRAPHS
@@ -161,7 +163,9 @@ def _manifest(
             isa=isa,
             per_channel=options.per_channel,
             source_graph="optimized" if source_graph == "optimized" else "exported",
-            optimization_level=OPTIMIZATION_LEVEL,
+            optimization_level=OPTIMIZATION_LEVEL
+            if options.skip_layer_norm_fusion
+            else f"{OPTIMIZATION_LEVEL} without SkipLayerNormalization fusion",
         ),
         opset=model_opset,
         versions=library_versions(),
@@ -223,7 +227,9 @@ def export_bundle(options: ExportOptions) -> Path:
             exported = export_onnx(run.model_dir, work / "exported")
             folded = options.fold_token_types and fold_token_type_ids(exported)
         with _step(f"optimize ({OPTIMIZATION_LEVEL})", timings):
-            optimized = optimize_onnx(work / "exported", work / "optimized", exported.name)
+            optimized = optimize_onnx(
+                work / "exported", work / "optimized", exported.name, options.skip_layer_norm_fusion
+            )
         fp32_graphs = {"optimized": optimized, "exported": exported}
         candidates: dict[str, Path] = {}
         for source in options.source_graphs:
@@ -297,6 +303,7 @@ def export_bundle(options: ExportOptions) -> Path:
             "failures": failures,
             "fp32_size_bytes": fp32_size,
             "token_type_ids_folded": bool(folded),
+            "skip_layer_norm_fusion": options.skip_layer_norm_fusion,
         }
         if failures and not options.allow_degraded:
             raise GateFailedError(failures, parity_report)
