@@ -48,7 +48,7 @@ def serve(settings: Settings) -> None:
         "log_config": None,
         "access_log": False,
         "server_header": False,
-        "timeout_graceful_shutdown": int(settings.shutdown_timeout_seconds),
+        "timeout_graceful_shutdown": max(1, round(settings.shutdown_timeout_seconds)),
         "lifespan": "on",
     }
     if settings.workers == 1:
