@@ -291,6 +291,13 @@ class Config:
         default="artifacts/runs",
         metadata=_doc("Where run folders go; `<runs_dir>/latest` links to the newest."),
     )
+    link_latest: bool = field(
+        default=True,
+        metadata=_doc(
+            "Point `<runs_dir>/latest` (what `make export` reads) at this run when it finishes; false keeps "
+            "an experiment from replacing the served model's run."
+        ),
+    )
     tracker: Literal["none", "wandb"] = field(
         default="none",
         metadata=_doc(

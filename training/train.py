@@ -293,10 +293,11 @@ def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) 
     best_f1, best_step, best_epoch, evals_without_gain = -1.0, 0, 0, 0
     best_state = copy.deepcopy({k: v.detach().cpu() for k, v in inner.state_dict().items()})
     thresholds: list[float] | None = None
+    best_validation_scores: np.ndarray | None = None
 
     def evaluate_validation(step: int, epoch: int) -> bool:
         """Rank 0 evaluates; every rank learns whether to stop and whether this is the new best."""
-        nonlocal best_f1, best_step, best_epoch, evals_without_gain, best_state
+        nonlocal best_f1, best_step, best_epoch, evals_without_gain, best_state, best_validation_scores
         decision = None
         if main:
             scores = predict_scores(
@@ -324,6 +325,8 @@ def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) 
                 " (best so far)" if improved else "",
             )
             decision = improved
+            if improved:
+                best_validation_scores = scores  # the final report reuses them: same weights, same texts
         improved = distributed.broadcast(dist_info, decision)
         if improved:
             best_f1 = history["val_f1"][-1] if main else best_f1
@@ -440,14 +443,16 @@ def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) 
     eval_start = time.perf_counter()
     test_features = tokenize(tokenizer, test_rows, config.model.max_length)
     test_targets = encode_labels(test_rows, labels, problem_type)
-    validation_scores = predict_scores(
-        inner,
-        features=validation_features,
-        problem_type=problem_type,
-        batch_size=cfg.eval_batch_size,
-        device=device,
-        pad_token_id=pad_id,
-    )
+    validation_scores = best_validation_scores
+    if validation_scores is None:  # set by the first evaluation; a fallback, not the usual path
+        validation_scores = predict_scores(
+            inner,
+            features=validation_features,
+            problem_type=problem_type,
+            batch_size=cfg.eval_batch_size,
+            device=device,
+            pad_token_id=pad_id,
+        )
     if problem_type == "multi_label":
         thresholds = tune_thresholds(validation_targets, validation_scores)
     test_scores = predict_scores(
@@ -504,8 +509,11 @@ def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) 
         {f"test/{k}": v for k, v in metrics["test"].items() if isinstance(v, int | float)},
         [run_dir / "training_curves.png", run_dir / "confusion_matrix.png"],
     )
-    link = update_latest(run_dir)
-    log.info("wrote %s (%s -> %s)", run_dir, link, run_dir.name)
+    if config.link_latest:
+        link = update_latest(run_dir)
+        log.info("wrote %s (%s -> %s)", run_dir, link, run_dir.name)
+    else:
+        log.info("wrote %s (latest not updated: link_latest is false)", run_dir)
     if log_handler is not None:
         logging.getLogger().removeHandler(log_handler)
         log_handler.close()

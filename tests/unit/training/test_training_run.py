@@ -238,14 +238,11 @@ def test_class_weights_balance_the_labels() -> None:
 def test_cli_trains_and_prints_the_run_dir(
     related_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert (
-        training_main(
-            ["--config", str(related_config), "--run-dir", str(tmp_path / "cli"), "train.max_steps=2"]
-        )
-        == 0
-    )
+    arguments = ["--config", str(related_config), "--run-dir", str(tmp_path / "cli"), "train.max_steps=2"]
+    assert training_main([*arguments, "link_latest=false"]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "cli")
     assert (tmp_path / "cli" / "metrics.json").is_file()
+    assert not (tmp_path / "latest").exists()  # an experiment that must not replace the served run
 
 
 def test_cli_reports_config_and_data_errors(
