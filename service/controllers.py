@@ -171,6 +171,14 @@ def build_results(
     return results
 
 
+def _cancelled_by_shutdown(metrics: ServiceMetrics) -> ShuttingDownError:
+    """uvicorn cancels the requests still running when its graceful-shutdown timeout ends. Answer those 503
+    shutting_down (retry elsewhere), not uvicorn's plain 500 with a traceback, and drop their queued texts so
+    the batcher does not compute them for nobody while the process is trying to exit."""
+    metrics.rejections.labels(reason="shutting_down").inc()
+    return ShuttingDownError("the service shut down before this request finished; retry on another instance")
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f}"
 
@@ -231,6 +239,9 @@ class ClassifyController(Controller):
                 "(send truncate=true to cut it)",
                 detail={"field": where, "num_tokens": exc.num_tokens, "max_length": exc.max_length},
             ) from exc
+        except asyncio.CancelledError:
+            batcher.release(job)
+            raise _cancelled_by_shutdown(metrics) from None
         except BaseException:
             batcher.release(job)
             raise
@@ -252,6 +263,9 @@ class ClassifyController(Controller):
                 f"no answer within the {settings.request_deadline_seconds} s request deadline",
                 detail={"request_deadline_seconds": settings.request_deadline_seconds},
             ) from None
+        except asyncio.CancelledError:
+            job.abandon()
+            raise _cancelled_by_shutdown(metrics) from None
         request.scope["state"]["batch_size"] = result.batch_size
 
         predictions = engine.postprocess(result.scores)
