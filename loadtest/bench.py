@@ -86,6 +86,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def baseline_checkpoint(run_dir: Path, bundle_version: str) -> Path:
+    """The PyTorch checkpoint of the run the bundle was exported from.
+
+    The bundle's version is its run id; when ``run_dir`` (e.g. ``artifacts/runs/latest``) points at a newer
+    run, its sibling named like the version is used, so both sides serve the same trained weights.
+    """
+    if run_dir.resolve().name != bundle_version:
+        sibling = run_dir.parent / bundle_version
+        if (sibling / "model" / "config.json").is_file():
+            print(
+                f"bench: {run_dir} is not the bundle's run; using {sibling} (bundle version {bundle_version})"
+            )
+            return sibling / "model"
+        print(
+            f"bench: warning: {run_dir} is not the bundle's run ({bundle_version}) and that run is not found"
+        )
+    return run_dir / "model"
+
+
 def get_json(url: str, body: dict[str, Any] | None = None) -> Any:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
@@ -314,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     bundle = load_bundle(args.model_dir)
-    baseline_model = args.run_dir / "model"
+    baseline_model = baseline_checkpoint(args.run_dir, bundle.manifest.version)
     if not (baseline_model / "config.json").is_file():
         raise SystemExit(
             f"{baseline_model}: no PyTorch checkpoint (config.json) for the baseline; run make train"
