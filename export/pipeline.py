@@ -221,6 +221,7 @@ def export_bundle(options: ExportOptions) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     # The staging folder sits beside the target so the final rename stays on one filesystem (atomic).
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a service running as another user must read it
     work = Path(tempfile.mkdtemp(prefix="textclf-export-"))
     try:
         with _step("export to ONNX (optimum)", timings):
