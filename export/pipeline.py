@@ -358,6 +358,7 @@ def _speed_report(
         bench_mod.ONNX_FP32: fp32_engine.predict,
         bench_mod.ONNX_INT8: int8_engine.predict,
     }
+    load_before = os.getloadavg()
     report = bench_mod.run_bench(
         systems,
         texts,
@@ -369,7 +370,15 @@ def _speed_report(
     report |= {
         "threads": threads,
         "allow_spinning": options.allow_spinning,
-        "machine": {"cpu": bench_mod.cpu_name(), "available_cores": available_cores(), "isa": isa},
+        "machine": {
+            "cpu": bench_mod.cpu_name(),
+            "available_cores": available_cores(),
+            "isa": isa,
+            # Other processes on the machine slow PyTorch's OpenMP pool far more than ONNX Runtime's
+            # non-spinning one, which inflates the ratios; the 1-minute load average says how busy it was.
+            "load_average_1m_before": round(load_before[0], 2),
+            "load_average_1m_after": round(os.getloadavg()[0], 2),
+        },
         "tokens_per_text": {
             "p50": float(np.percentile(token_counts, 50)),
             "p95": float(np.percentile(token_counts, 95)),
