@@ -171,7 +171,13 @@ def plot_bench(report: dict[str, Any], path: Path, title: str) -> None:
                 va="bottom",
                 fontsize=7,
             )
-    axes.set_xticks(range(len(sizes)), [f"batch {size}" for size in sizes])
+    ratios = report.get("ratios", {})
+    ticks = [
+        f"batch {size}"
+        + (f"\nint8 = {ratios[size][ONNX_INT8]:.1f}x PyTorch" if ONNX_INT8 in ratios.get(size, {}) else "")
+        for size in sizes
+    ]
+    axes.set_xticks(range(len(sizes)), ticks)
     axes.set_ylabel("texts / s (tokenization included)")
     axes.set_title(title, fontsize=10)
     axes.legend(fontsize=8, loc="upper left")

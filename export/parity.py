@@ -62,18 +62,21 @@ def torch_logits(
     tokenizer = AutoTokenizer.from_pretrained(model_dir, use_fast=True)
     tokenizer.truncation_side = truncation_side
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    chunks: list[np.ndarray] = []
+    # Batches of similar length waste less compute on padding; results go back to input order.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    logits = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
+        for start in range(0, len(order), batch_size):
+            indices = order[start : start + batch_size]
             encoded = tokenizer(
-                list(texts[start : start + batch_size]),
+                [texts[i] for i in indices],
                 padding=True,
                 truncation=True,
                 max_length=max_length,
                 return_tensors="pt",
             )
-            chunks.append(model(**encoded).logits.float().numpy())
-    return np.concatenate(chunks) if chunks else np.zeros((0, model.config.num_labels), dtype=np.float32)
+            logits[indices] = model(**encoded).logits.float().numpy()
+    return logits
 
 
 def onnx_logits(engine: OnnxEngine, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:

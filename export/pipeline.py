@@ -333,6 +333,7 @@ def export_bundle(options: ExportOptions) -> Path:
         parity_report["export_seconds"] = timings
         _write_json(staging / PARITY_FILE, parity_report)
         manifest.files = checksum_files(staging)
+        manifest.created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         write_manifest(staging, manifest)
         verify_files(load_bundle(staging))
         _replace(staging, out, options.force)
