@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import os
 import re
@@ -257,7 +258,7 @@ def test_training_image_takes_cpu_torch_at_the_pinned_version() -> None:
     assert arg_default(instructions, "TORCH_INDEX_URL") == "https://download.pytorch.org/whl/cpu"
     assert '--index-url "${TORCH_INDEX_URL}" torch==' in runs
     extras = set(re.findall(r"\['optional-dependencies'\]\['(\w+)'\]", runs))
-    assert extras == {"train"}
+    assert extras == {"train", "tracking"}
     (entrypoint,) = [i.args for i in instructions if i.keyword == "ENTRYPOINT"]
     assert entrypoint == '["python", "-m", "deploy.trainer"]'
 
@@ -312,3 +313,106 @@ def test_locust_entrypoint_rejects_an_unknown_mode(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "LOADTEST_MODE" in result.stderr
+
+
+# --- Does each image hold what its code imports? ----------------------------------------------------------
+
+INTERNAL = {"service", "export", "training", "loadtest", "deploy", "monitoring"}
+
+
+def _module_file(module: str) -> Path | None:
+    base = REPO / Path(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _catches_import_error(handler: ast.ExceptHandler) -> bool:
+    if handler.type is None:
+        return True
+    text = ast.unparse(handler.type)
+    return "ImportError" in text or "ModuleNotFoundError" in text
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """Absolute module names imported anywhere in ``path`` (also inside functions: lazy imports run too),
+    except under ``if TYPE_CHECKING:`` and in ``try`` blocks that catch ImportError (optional imports)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        guarded = isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        optional = isinstance(node, ast.Try) and any(_catches_import_error(h) for h in node.handlers)
+        if guarded or optional:
+            for statement in node.body:
+                skipped.update(id(child) for child in ast.walk(statement))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _third_party_imports(entry_modules: list[str]) -> set[str]:
+    """Top-level third-party packages reachable from ``entry_modules`` through the project's own imports."""
+    todo, seen, third_party = list(entry_modules), set(), set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = _module_file(module)
+        if path is None:
+            continue  # `from package import name` where name is not a module
+        parent = module.rsplit(".", 1)[0] if "." in module else None
+        if parent:
+            todo.append(parent)
+        for name in _runtime_imports(path):
+            top = name.split(".")[0]
+            if top in INTERNAL:
+                todo.append(name)
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                third_party.add(top)
+    return third_party
+
+
+def _import_names(distributions: set[str]) -> set[str]:
+    provided = set()
+    for top, dists in metadata.packages_distributions().items():
+        if any(canonicalize_name(d) in distributions for d in dists):
+            provided.add(top)
+    return provided
+
+
+@pytest.mark.parametrize(
+    ("extras", "entry_modules"),
+    [
+        (["serve"], ["service.__main__", "service.app"]),
+        (["train", "tracking"], ["deploy.trainer", "training.__main__", "training.data", "export.__main__"]),
+        (["loadtest"], ["loadtest.run", "loadtest.locustfile"]),
+    ],
+    ids=["api", "trainer", "loadtest"],
+)
+def test_image_dependencies_cover_what_its_code_imports(extras: list[str], entry_modules: list[str]) -> None:
+    """A module imported at run time but missing from the image's extra fails in the container, not here —
+    unless this test catches it: the imports reachable from each image's entry points must all be installed
+    by core + that extra (resolved from the installed metadata)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = project["dependencies"] + [r for e in extras for r in project["optional-dependencies"][e]]
+    closure = _closure(requirements, dict(default_environment()))
+    imported = _third_party_imports(entry_modules)
+    assert imported, "the walker found no third-party import at all"
+    missing = imported - _import_names(closure)
+    assert not missing, f"the image with extras {extras} lacks {sorted(missing)}"
+
+
+def test_import_walker_follows_project_modules_and_lazy_imports() -> None:
+    imported = _third_party_imports(["service.__main__"])
+    # `import uvicorn` sits inside serve(); onnxruntime comes through service.app -> service.engine.
+    assert {"uvicorn", "onnxruntime", "litestar", "msgspec"} <= imported
+    assert "torch" not in imported
