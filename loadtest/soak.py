@@ -3,7 +3,7 @@
 ::
 
     python -m loadtest.soak --model-dir models/disaster-related            # make soak: 10 min at 50%
-    python -m loadtest.soak --model-dir models/disaster-related --duration 60 --fraction 2.0 --no-gate
+    python -m loadtest.soak --model-dir models/disaster-related --overload   # promise 2: 2x for 60 s
     python -m loadtest.soak --url http://127.0.0.1:8000 --duration 120     # a service already running
 
 A soak run:
@@ -37,11 +37,11 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psutil
@@ -57,6 +57,9 @@ SATURATION_CONCURRENCY = 64
 # Most requests the open loop keeps in flight; over the service's default queue (256) so the service, not the
 # client, decides what is admitted. Arrivals beyond it are counted as ``client_skipped``, never silently lost.
 MAX_OUTSTANDING = 1024
+T = TypeVar("T")
+MAX_IDLE_S = 2.0
+"""Client keep-alive connections idle longer than this are closed, not reused (uvicorn closes them at 5 s)."""
 CONNECTION_ERROR = 0
 """Status recorded for a request that got no HTTP answer (refused, reset, timed out)."""
 
@@ -128,24 +131,143 @@ def summarize(samples: Sequence[Sample], duration_s: float) -> dict[str, Any]:
 
 def encode_bodies(texts: Sequence[str]) -> list[bytes]:
     """One ``{"text": ...}`` JSON body per text."""
-    return [json.dumps({"text": text}, ensure_ascii=False).encode("utf-8") for text in texts]
+    return encode_json([{"text": text} for text in texts])
 
 
-def new_client(max_connections: int, timeout_s: float = 60.0) -> httpx.AsyncClient:
-    """A keep-alive client; the pool never makes a request wait (the callers bound concurrency)."""
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    timeout = httpx.Timeout(timeout_s, pool=None)
-    return httpx.AsyncClient(limits=limits, timeout=timeout, headers={"content-type": "application/json"})
+def encode_json(bodies: Sequence[object]) -> list[bytes]:
+    return [json.dumps(body, ensure_ascii=False).encode("utf-8") for body in bodies]
 
 
-async def _send(client: httpx.AsyncClient, url: str, body: bytes, started: float) -> Sample:
+class ClientError(Exception):
+    """No HTTP answer: the connection was refused, reset or closed early, or the answer timed out."""
+
+
+class HttpClient:
+    """A minimal HTTP/1.1 keep-alive client over asyncio streams, for POSTing JSON to 127.0.0.1.
+
+    httpx costs ~10x more CPU per request; on a 2-core machine shared with the server, that CPU would come out
+    of the server's share and cap the load the client can offer. Each request takes an idle connection (or
+    opens one), so concurrency is bounded by the callers, never by a pool.
+    """
+
+    def __init__(self, url: str, timeout_s: float = 60.0) -> None:
+        parsed = httpx.URL(url)
+        self.host = parsed.host
+        self.port = parsed.port or 80
+        self.path = parsed.raw_path.decode("ascii") or "/"
+        self.timeout_s = timeout_s
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+        self._head = (
+            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            "Content-Type: application/json\r\nContent-Length: "
+        ).encode("ascii")
+
+    async def __aenter__(self) -> HttpClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for _, writer, _ in idle:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def post(self, body: bytes) -> tuple[int, bytes]:
+        """Send ``body``; returns (status, response body). Raises ``ClientError`` when no answer came."""
+        connection = self._reuse()
+        if connection is None:
+            try:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+            except OSError as exc:
+                raise ClientError(type(exc).__name__) from exc
+        else:
+            reader, writer = connection
+        keep = False
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                writer.write(self._head + str(len(body)).encode("ascii") + b"\r\n\r\n" + body)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                lowered = head.lower()
+                if b"transfer-encoding: chunked" in lowered:
+                    payload = await _read_chunked(reader)
+                else:
+                    length = _content_length(lowered)
+                    payload = await reader.readexactly(length) if length else b""
+                keep = b"connection: close" not in lowered
+        except (
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            TimeoutError,
+            ValueError,
+        ) as exc:
+            writer.close()
+            raise ClientError(type(exc).__name__) from exc
+        if keep:
+            self._idle.append((reader, writer, time.monotonic()))
+        else:
+            writer.close()
+        return status, payload
+
+    def _reuse(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """The most recently used idle connection the server has not closed, if any.
+
+        A server closes keep-alive connections idle for a while (uvicorn: 5 s). Sending on one of those is a
+        race the client loses with a reset, which is the client's fault, not a dropped connection: like
+        urllib3, never reuse a connection that is at EOF or idle for longer than ``MAX_IDLE_S``.
+        """
+        now = time.monotonic()
+        while self._idle:
+            reader, writer, idle_since = self._idle.pop()
+            if reader.at_eof() or writer.is_closing() or now - idle_since > MAX_IDLE_S:
+                writer.close()
+                continue
+            return reader, writer
+        return None
+
+
+def _content_length(head: bytes) -> int:
+    marker = head.find(b"content-length:")
+    if marker < 0:
+        return 0
+    return int(head[marker + 15 : head.index(b"\r\n", marker)].strip())
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")
+            return b"".join(parts)
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop when it is installed (it is, with uvicorn[standard]): less client CPU."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with the serve extra
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+def new_client(url: str, timeout_s: float = 60.0) -> HttpClient:
+    return HttpClient(url, timeout_s)
+
+
+async def _send(client: HttpClient, body: bytes, started: float) -> Sample:
     sent = time.monotonic()
     try:
-        response = await client.post(url, content=body)
-        status = response.status_code
+        status, _ = await client.post(body)
         error = None
-    except httpx.TransportError as exc:
-        status, error = CONNECTION_ERROR, type(exc).__name__
+    except ClientError as exc:
+        status, error = CONNECTION_ERROR, str(exc)
     return Sample(sent - started, time.monotonic() - sent, status, error)
 
 
@@ -156,11 +278,11 @@ async def closed_loop(url: str, bodies: Sequence[bytes], concurrency: int, durat
     samples: list[Sample] = []
     cycle = itertools.cycle(bodies)
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(client: HttpClient) -> None:
         while time.monotonic() < end:
-            samples.append(await _send(client, url, next(cycle), started))
+            samples.append(await _send(client, next(cycle), started))
 
-    async with new_client(concurrency) as client:
+    async with new_client(url) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
     elapsed = time.monotonic() - started
     return LoadRun(samples, elapsed, len(samples), stopped_at=time.monotonic())
@@ -195,10 +317,10 @@ async def open_loop(
     next_window = window_s if window_s > 0 else math.inf
     window_index = 0
 
-    async def one(client: httpx.AsyncClient, body: bytes) -> None:
-        samples.append(await _send(client, url, body, started))
+    async def one(client: HttpClient, body: bytes) -> None:
+        samples.append(await _send(client, body, started))
 
-    async with new_client(max_outstanding) as client:
+    async with new_client(url) as client:
         for index in itertools.count():
             due = index * interval
             if due >= duration_s:
@@ -267,13 +389,13 @@ class RssSampler:
 async def probe_latencies(url: str, body: bytes, count: int) -> list[float]:
     """Latency (s) of ``count`` requests sent one after another on one connection; raises on a non-200."""
     latencies = []
-    async with new_client(1) as client:
+    async with new_client(url) as client:
         for _ in range(count):
             sent = time.monotonic()
-            response = await client.post(url, content=body)
+            status, payload = await client.post(body)
             latencies.append(time.monotonic() - sent)
-            if response.status_code != 200:
-                raise RuntimeError(f"probe answered {response.status_code}: {response.text[:300]}")
+            if status != 200:
+                raise RuntimeError(f"probe answered {status}: {payload[:300]!r}")
     return latencies
 
 
@@ -290,13 +412,13 @@ async def recovery_seconds(
     are answered 200 within ``bound_s``. Returns ``inf`` when that does not happen within ``timeout_s``."""
     streak = 0
     first_good: float | None = None
-    async with new_client(1) as client:
+    async with new_client(url) as client:
         while time.monotonic() - since < timeout_s:
             sent = time.monotonic()
             try:
-                response = await client.post(url, content=body)
-                good = response.status_code == 200 and time.monotonic() - sent <= bound_s
-            except httpx.TransportError:
+                status, _ = await client.post(body)
+                good = status == 200 and time.monotonic() - sent <= bound_s
+            except ClientError:
                 good = False
             if good:
                 if streak == 0:
@@ -436,6 +558,93 @@ def evaluate(windows: Sequence[Window], run: LoadRun) -> tuple[dict[str, bool], 
     return verdicts, figures, errors
 
 
+# Overload (promise 2) -----------------------------------------------------------------------------------
+
+MAX_RSS_OVER_WARM = 0.20
+MAX_RECOVERY_S = 5.0
+OVERLOAD_STATUSES = frozenset({200, 429, 503})
+# The client must really offer (close to) the asked load, or the run proves nothing.
+MIN_OFFERED_SHARE = 0.9
+
+
+async def overload(
+    url: str,
+    pid: int,
+    bodies: Sequence[bytes],
+    *,
+    duration_s: float,
+    deadline_s: float,
+    factor: float = 2.0,
+    saturation_s: float = 10.0,
+    saturation_concurrency: int = SATURATION_CONCURRENCY,
+    warmup_s: float = 5.0,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Promise 2: ``factor`` x saturation for ``duration_s`` seconds, open loop. Returns figures and verdicts:
+    only 200/429/503, no dropped connection, p99 of the 200s within ``deadline_s``, RSS within 20% of its
+    warm size, latency back to normal within 5 s of the load stopping."""
+    classify = url.rstrip("/") + "/classify"
+    probe_body = bodies[0]
+    log(f"warm-up: {warmup_s:.0f} s closed loop at c={saturation_concurrency}")
+    await closed_loop(classify, bodies, saturation_concurrency, warmup_s)
+    baseline = await probe_latencies(classify, probe_body, 30)
+    bound = normal_latency_bound(baseline)
+    saturation = (await closed_loop(classify, bodies, saturation_concurrency, saturation_s)).summary()
+    rate = saturation["ok_rate"] * factor
+    sampler = RssSampler(pid)
+    rss_warm = sampler.now()
+    log(
+        f"  idle p95 {percentile(baseline, 95) * 1000:.1f} ms (normal <= {bound * 1000:.1f} ms); saturation "
+        f"{saturation['ok_rate']:.1f} req/s; overload at {factor:.1f} x = {rate:.1f} req/s for "
+        f"{duration_s:.0f} s; warm RSS {rss_warm / 2**20:.1f} MiB"
+    )
+    sampler.start()
+    run = await open_loop(classify, bodies, rate, duration_s)
+    await sampler.stop()
+    recovery = await recovery_seconds(classify, probe_body, bound, since=run.stopped_at)
+    summary = run.summary()
+    statuses = run.statuses()
+    admitted = [s.latency_s for s in run.samples if s.status == 200]
+    refused = statuses.get(429, 0) + statuses.get(503, 0)
+    rss_peak = sampler.peak()
+    achieved = (run.offered - run.client_skipped) / run.duration_s if run.duration_s else 0.0
+    p99 = percentile(admitted, 99)
+    verdicts = {
+        "overload_reached": achieved >= MIN_OFFERED_SHARE * rate and refused > 0,
+        "only_200_429_503": set(statuses) <= OVERLOAD_STATUSES,
+        "no_dropped_connections": statuses.get(CONNECTION_ERROR, 0) == 0 and run.client_skipped == 0,
+        "p99_admitted_within_deadline": bool(admitted) and p99 <= deadline_s,
+        "rss_within_20pct_of_warm": rss_peak <= rss_warm * (1 + MAX_RSS_OVER_WARM),
+        "recovered_within_5s": recovery <= MAX_RECOVERY_S,
+    }
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "duration_s": run.duration_s,
+        "factor": factor,
+        "saturation_rps": saturation["ok_rate"],
+        "offered_rps": rate,
+        "sent_rps": achieved,
+        "run": summary,
+        "p99_admitted_ms": p99 * 1000,
+        "deadline_s": deadline_s,
+        "rss_warm_bytes": rss_warm,
+        "rss_peak_bytes": rss_peak,
+        "rss_peak_over_warm": rss_peak / rss_warm - 1 if rss_warm else math.nan,
+        "idle_p95_ms": percentile(baseline, 95) * 1000,
+        "normal_bound_ms": bound * 1000,
+        "recovery_s": recovery,
+        "verdicts": verdicts,
+        "machine": machine(),
+    }
+    log(
+        f"  sent {achieved:.1f} req/s; statuses {summary['statuses']}; connection errors "
+        f"{summary['connection_errors']}; p99 of 200s {p99 * 1000:.0f} ms (deadline {deadline_s:.0f} s); "
+        f"RSS peak {rss_peak / 2**20:.1f} MiB ({result['rss_peak_over_warm'] * 100:+.1f}% over warm); "
+        f"back to normal {recovery:.2f} s after the load stopped\n  verdicts: {verdicts}"
+    )
+    return result
+
+
 def machine() -> dict[str, Any]:
     return {
         "cores": len(os.sched_getaffinity(0)),
@@ -464,8 +673,15 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--model-dir", type=Path, help="Bundle to serve (starts python -m service on it).")
     target.add_argument("--url", help="A service already running on 127.0.0.1 (give --pid if not found).")
     parser.add_argument("--pid", type=int, help="The service's pid for RSS (with --url).")
-    parser.add_argument("--duration", type=float, default=600.0, help="Seconds of soak load (default 600).")
-    parser.add_argument("--fraction", type=float, default=0.5, help="Load as a share of saturation (0.5).")
+    parser.add_argument(
+        "--overload",
+        action="store_true",
+        help="Run the overload check instead (promise 2): --fraction 2.0 for --duration 60 by default.",
+    )
+    parser.add_argument("--duration", type=float, help="Seconds of load (soak 600, overload 60).")
+    parser.add_argument(
+        "--fraction", type=float, help="Load as a share of saturation (soak 0.5, overload 2)."
+    )
     parser.add_argument("--window", type=float, default=60.0, help="Seconds per reporting window (60).")
     parser.add_argument("--saturation-seconds", type=float, default=20.0)
     parser.add_argument("--saturation-concurrency", type=int, default=SATURATION_CONCURRENCY)
@@ -477,12 +693,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.duration is None:
+        args.duration = 60.0 if args.overload else 600.0
+    if args.fraction is None:
+        args.fraction = 2.0 if args.overload else 0.5
     messages = load_messages()
     bodies = encode_bodies(messages.texts)
     print(f"messages: {len(bodies)} from {messages.source}", flush=True)
     report_dir: Path = args.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    kind = "overload" if args.overload else "soak"
 
     with contextlib.ExitStack() as stack:
         if args.model_dir is not None:
@@ -493,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
                 "service",
                 service_command(args.model_dir, port),
                 port,
-                report_dir / f"soak-{stamp}-service.log",
+                report_dir / f"{kind}-{stamp}-service.log",
             )
             stack.enter_context(server)
             assert server.process is not None
@@ -508,11 +729,11 @@ def main(argv: list[str] | None = None) -> int:
             pid = found
         info = _get_json(url + "/info")
         print(f"service {url} (pid {pid}): {info['name']} {info['version']}", flush=True)
-
-        def log(text: str) -> None:
-            print(text, flush=True)
-
-        saturation, run, windows, _sampler = asyncio.run(
+        if args.overload:
+            return _run_overload(
+                args, url, pid, info, bodies=bodies, path=report_dir / f"overload-{stamp}.json"
+            )
+        saturation, load, windows, _sampler = run_async(
             soak(
                 url,
                 pid,
@@ -523,20 +744,20 @@ def main(argv: list[str] | None = None) -> int:
                 saturation_s=args.saturation_seconds,
                 saturation_concurrency=args.saturation_concurrency,
                 warmup_s=args.warmup_seconds,
-                log=log,
+                log=_log,
             )
         )
-    verdicts, figures, errors = evaluate(windows, run)
+    verdicts, figures, errors = evaluate(windows, load)
     result = SoakResult(
         date=datetime.now(UTC).isoformat(timespec="seconds"),
         url=url,
         model_dir=str(args.model_dir) if args.model_dir else None,
         model={"name": info["name"], "version": info["version"]},
         saturation=saturation,
-        rate=run.offered / run.duration_s if run.duration_s else 0.0,
+        rate=load.offered / load.duration_s if load.duration_s else 0.0,
         fraction=args.fraction,
-        duration_s=run.duration_s,
-        run=run.summary(),
+        duration_s=load.duration_s,
+        run=load.summary(),
         windows=[asdict(window) for window in windows],
         errors=errors,
         verdicts=verdicts,
@@ -550,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     path = report_dir / f"soak-{stamp}.json"
     path.write_text(json.dumps(asdict(result), indent=2, default=str) + "\n", encoding="utf-8")
-    summary = run.summary()
+    summary = load.summary()
     print(
         f"\nsoak: {result.duration_s:.0f} s at {result.rate:.1f} req/s "
         f"({args.fraction:.2f} x saturation {saturation['ok_rate']:.1f} req/s), "
@@ -565,6 +786,36 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     if not result.passed and not args.no_gate:
+        return 1
+    return 0
+
+
+def _log(text: str) -> None:
+    print(text, flush=True)
+
+
+def _run_overload(
+    args: argparse.Namespace, url: str, pid: int, info: dict[str, Any], *, bodies: list[bytes], path: Path
+) -> int:
+    result = run_async(
+        overload(
+            url,
+            pid,
+            bodies,
+            duration_s=args.duration,
+            deadline_s=float(info["limits"]["request_deadline_seconds"]),
+            factor=args.fraction,
+            saturation_s=args.saturation_seconds,
+            saturation_concurrency=args.saturation_concurrency,
+            warmup_s=args.warmup_seconds,
+            log=_log,
+        )
+    )
+    result |= {"url": url, "model_dir": str(args.model_dir) if args.model_dir else None}
+    result["model"] = {"name": info["name"], "version": info["version"]}
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    print(f"  report: {path}", flush=True)
+    if not all(result["verdicts"].values()) and not args.no_gate:
         return 1
     return 0
 
