@@ -120,8 +120,9 @@ class Settings:
     workers: int = field(
         default=1,
         metadata=_help(
-            "Server processes. 1 (default) with ONNX Runtime on every core measured faster on 2 cores than "
-            "2 processes x 1 thread (see README); >1 uses PROMETHEUS_MULTIPROC_DIR for metrics."
+            "Server processes. 1 (default): one batch queue, one model in memory, ONNX Runtime spreads each "
+            "batch over every core; on 2 cores, 2 workers x 1 thread were no faster and used 2.2x the memory "
+            "(README). >1 aggregates metrics through PROMETHEUS_MULTIPROC_DIR (no process_* metrics)."
         ),
     )
 
