@@ -1,5 +1,11 @@
 """The speed report: PyTorch eager fp32 vs ONNX fp32 (optimized) vs ONNX int8, in one process, one run.
 
+The exporter writes it into the bundle (``bench.json``, ``bench.png``). To measure an existing bundle again
+without touching it (its files are checksummed), write the report elsewhere::
+
+    python -m export.bench --bundle models/disaster-related --run-dir artifacts/runs/latest --out DIR
+    python -m export.bench --bundle BUNDLE --run-dir RUN --threads 1 --out DIR
+
 Every system classifies the same real test messages, tokenization included, with the same thread count.
 Rounds alternate the systems (and rotate which goes first) so that drift on a shared machine (another
 process waking up, CPU frequency) hits all of them alike. The ONNX systems run through
@@ -8,13 +14,21 @@ process waking up, CPU frequency) hits all of them alike. The ONNX systems run t
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from export.bundle import MODEL_FP32_FILE, Bundle, load_bundle
+from export.run import RunDir, load_run_dir
+from service.engine import OnnxEngine, available_cores
 
 Predictor = Callable[[Sequence[str]], object]
 
@@ -185,3 +199,97 @@ def plot_bench(report: dict[str, Any], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def speed_report(
+    run: RunDir,
+    bundle: Bundle,
+    *,
+    threads: int,
+    rounds: int = 5,
+    num_texts: int = 256,
+    batches_per_round: dict[int, int] | None = None,
+    allow_spinning: bool = False,
+    isa: str | None = None,
+) -> dict[str, Any]:
+    """Time the run's PyTorch checkpoint against the bundle's two ONNX models on the run's test messages."""
+    texts = [example.text for example in run.test_examples[:num_texts]]
+    int8_engine = OnnxEngine(bundle, threads, allow_spinning)
+    fp32_engine = OnnxEngine(bundle, threads, allow_spinning, model_file=MODEL_FP32_FILE)
+    systems: dict[str, Predictor] = {
+        PYTORCH: torch_predictor(run.model_dir, run.max_length, threads, run.truncation_side),
+        ONNX_FP32: fp32_engine.predict,
+        ONNX_INT8: int8_engine.predict,
+    }
+    load_before = os.getloadavg()
+    report = run_bench(
+        systems, texts, batch_sizes=(1, 32), rounds=rounds, batches_per_round=batches_per_round
+    )
+    token_counts = [t.num_tokens for t in int8_engine.tokenize(texts)]
+    report |= {
+        "threads": threads,
+        "allow_spinning": allow_spinning,
+        "machine": {
+            "cpu": cpu_name(),
+            "available_cores": available_cores(),
+            "isa": isa or bundle.manifest.quantization.isa,
+            # Other processes on the machine slow PyTorch's OpenMP pool far more than ONNX Runtime's
+            # non-spinning one, which inflates the ratios; the 1-minute load average says how busy it was.
+            "load_average_1m_before": round(load_before[0], 2),
+            "load_average_1m_after": round(os.getloadavg()[0], 2),
+        },
+        "tokens_per_text": {
+            "p50": float(np.percentile(token_counts, 50)),
+            "p95": float(np.percentile(token_counts, 95)),
+            "max": int(max(token_counts)),
+        },
+        "targets": TARGET_RATIOS,
+        "targets_met": targets_met(report),
+        "note": "texts/s include tokenization; ONNX systems run service.engine.OnnxEngine.predict",
+    }
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", type=Path, required=True, help="bundle folder (read only)")
+    parser.add_argument("--run-dir", type=Path, required=True, help="the run the bundle was exported from")
+    parser.add_argument("--out", type=Path, required=True, help="folder for bench.json and bench.png")
+    parser.add_argument("--threads", type=int, default=None, help="threads for every system (default: cores)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--texts", type=int, default=256, help="distinct test messages cycled through")
+    parser.add_argument("--allow-spinning", action="store_true", help="ONNX Runtime thread spinning")
+    args = parser.parse_args(argv)
+    run = load_run_dir(args.run_dir)
+    bundle = load_bundle(args.bundle)
+    threads = args.threads or available_cores()
+    report = speed_report(
+        run,
+        bundle,
+        threads=threads,
+        rounds=args.rounds,
+        num_texts=args.texts,
+        allow_spinning=args.allow_spinning,
+    )
+    report["command"] = "python -m export.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(
+        json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    title = (
+        f"{bundle.manifest.name} ({bundle.manifest.version}) on {report['machine']['cpu']}, {threads} threads"
+    )
+    plot_bench(report, args.out / "bench.png", title)
+    for size, by_system in report["results"].items():
+        for system, figures in by_system.items():
+            print(
+                f"batch {size:>2} {system:<20} {figures['texts_per_second']:8.1f} texts/s  "
+                f"p50 {figures['p50_ms']:7.2f} ms  p99 {figures['p99_ms']:7.2f} ms"
+            )
+    for size, ratios in report["ratios"].items():
+        print(f"batch {size:>2} int8 / PyTorch = {ratios[ONNX_INT8]:.2f}x (target {TARGET_RATIOS[size]}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from export import bench as bench_mod
 from export.bundle import (
@@ -318,7 +317,16 @@ def export_bundle(options: ExportOptions) -> Path:
         bench_report: dict[str, Any] | None = None
         if options.bench:
             with _step("speed report (PyTorch eager vs ONNX fp32 vs ONNX int8)", timings):
-                bench_report = _speed_report(run, staged, options, threads, isa)
+                bench_report = bench_mod.speed_report(
+                    run,
+                    staged,
+                    threads=threads,
+                    rounds=options.bench_rounds,
+                    num_texts=options.bench_texts,
+                    batches_per_round=options.bench_batches_per_round,
+                    allow_spinning=options.allow_spinning,
+                    isa=isa,
+                )
             _write_json(staging / BENCH_FILE, bench_report)
             bench_mod.plot_bench(
                 bench_report,
@@ -344,52 +352,6 @@ def export_bundle(options: ExportOptions) -> Path:
         shutil.rmtree(work, ignore_errors=True)
     log.info("bundle written to %s in %.1f s", out, time.perf_counter() - started)
     return out
-
-
-def _speed_report(
-    run: RunDir, staged: Bundle, options: ExportOptions, threads: int, isa: str
-) -> dict[str, Any]:
-    texts = [example.text for example in run.test_examples[: options.bench_texts]]
-    int8_engine = OnnxEngine(staged, threads, options.allow_spinning)
-    fp32_engine = OnnxEngine(staged, threads, options.allow_spinning, model_file=MODEL_FP32_FILE)
-    systems: dict[str, bench_mod.Predictor] = {
-        bench_mod.PYTORCH: bench_mod.torch_predictor(
-            run.model_dir, run.max_length, threads, run.truncation_side
-        ),
-        bench_mod.ONNX_FP32: fp32_engine.predict,
-        bench_mod.ONNX_INT8: int8_engine.predict,
-    }
-    load_before = os.getloadavg()
-    report = bench_mod.run_bench(
-        systems,
-        texts,
-        batch_sizes=(1, 32),
-        rounds=options.bench_rounds,
-        batches_per_round=options.bench_batches_per_round,
-    )
-    token_counts = [t.num_tokens for t in int8_engine.tokenize(texts)]
-    report |= {
-        "threads": threads,
-        "allow_spinning": options.allow_spinning,
-        "machine": {
-            "cpu": bench_mod.cpu_name(),
-            "available_cores": available_cores(),
-            "isa": isa,
-            # Other processes on the machine slow PyTorch's OpenMP pool far more than ONNX Runtime's
-            # non-spinning one, which inflates the ratios; the 1-minute load average says how busy it was.
-            "load_average_1m_before": round(load_before[0], 2),
-            "load_average_1m_after": round(os.getloadavg()[0], 2),
-        },
-        "tokens_per_text": {
-            "p50": float(np.percentile(token_counts, 50)),
-            "p95": float(np.percentile(token_counts, 95)),
-            "max": int(max(token_counts)),
-        },
-        "targets": bench_mod.TARGET_RATIOS,
-        "targets_met": bench_mod.targets_met(report),
-        "note": "texts/s include tokenization; ONNX systems run service.engine.OnnxEngine.predict",
-    }
-    return report
 
 
 def _replace(staging: Path, out: Path, force: bool) -> None:
