@@ -17,7 +17,7 @@ KNOWN_LIMITS = [
 
 def _fmt(value: object) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.1e}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
     return "–" if value is None else str(value)
 
 
@@ -48,7 +48,7 @@ def render_model_card(manifest: Manifest, data: dict[str, Any], bench: dict[str,
         f"- Base model: `{manifest.base_model}`, fine-tuned in run `{manifest.version}`.",
         f"- `model.onnx`: {quant.mode} for {quant.isa} (per-channel: {quant.per_channel}), quantized from "
         f"the {quant.source_graph} fp32 graph; opset {manifest.opset}.",
-        f"- `model_fp32.onnx`: the {quant.optimization_level}-optimized fp32 graph, for comparison.",
+        f"- `model_fp32.onnx`: the fp32 graph after {quant.optimization_level}, for comparison.",
         f"- Inputs: {', '.join(manifest.inputs)}; at most {manifest.max_length} tokens "
         f"(longer texts are cut on the {manifest.truncation_side} or refused).",
     ]
@@ -92,7 +92,16 @@ def render_model_card(manifest: Manifest, data: dict[str, Any], bench: dict[str,
     if manifest.degraded:
         lines += ["", "**The parity gate failed; this bundle was written with --allow-degraded.**"]
     if bench:
-        lines += ["", "## Speed (export machine, one process)", ""]
+        machine = bench.get("machine", {})
+        lines += [
+            "",
+            "## Speed (export machine, one process)",
+            "",
+            f"{machine.get('cpu', '?')}, {bench.get('threads', '?')} threads, 1-minute load average "
+            f"{machine.get('load_average_1m_before', '?')} at the start (other processes slow PyTorch's "
+            "thread pool most). Tokenization included.",
+            "",
+        ]
         lines += ["| batch | system | texts/s | p50 ms | p99 ms |", "|---|---|---|---|---|"]
         for size, by_system in bench.get("results", {}).items():
             for system, figures in by_system.items():
