@@ -209,7 +209,7 @@ def read_table(path: Path, encoding: str = "utf-8-sig") -> tuple[list[str], list
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise DataError(path, f"not a readable CSV: {error}") from error
     columns = [str(c) for c in frame.columns]
-    return columns, frame.to_dict(orient="records")  # type: ignore[return-value]
+    return columns, frame.to_dict(orient="records")
 
 
 def _read_jsonl(path: Path, encoding: str) -> tuple[list[str], list[dict[str, str]]]:

@@ -242,7 +242,7 @@ def plot_confusion_matrix(metrics: dict[str, Any], path: Path, title: str = "tes
         axis.set_yticks(range(len(labels)), labels, fontsize=7)
         for i in range(len(labels)):
             for j in range(4):
-                axis.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=6)
+                axis.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=6)
         axis.set_title(f"{title}: per-label outcomes (micro F1 {metrics['f1']:.3f})")
     else:
         labels = metrics["labels"]
@@ -254,7 +254,7 @@ def plot_confusion_matrix(metrics: dict[str, Any], path: Path, title: str = "tes
         axis.set(xlabel="predicted", ylabel="true")
         for i in range(len(labels)):
             for j in range(len(labels)):
-                axis.text(j, i, int(counts[i, j]), ha="center", va="center")
+                axis.text(j, i, str(int(counts[i, j])), ha="center", va="center")
         axis.set_title(f"{title}: accuracy {metrics['accuracy']:.3f}, F1 {metrics['f1']:.3f}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

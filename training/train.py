@@ -247,14 +247,16 @@ def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) 
 
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    dataset = list(range(len(train_features)))
+    dataset: Any = list(range(len(train_features)))  # indices; collate looks the features up
     if dist_info.enabled:
         sampler: Any = DistributedSampler(
             dataset, num_replicas=dist_info.world_size, rank=dist_info.rank, shuffle=True, seed=cfg.seed
         )
     else:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=list, drop_last=False)
+    loader: Any = DataLoader(
+        dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=list, drop_last=False
+    )
 
     steps_per_epoch = len(loader)
     total_steps = cfg.epochs * steps_per_epoch
