@@ -180,10 +180,27 @@ def run(config: Config, run_dir: Path | None = None) -> Path | None:
         use_cuda=config.train.device == "cuda"
         or (config.train.device == "auto" and torch.cuda.is_available())
     )
+    # Restore process-wide torch settings afterwards, so a run inside a larger program (or a test session)
+    # leaves the thread count and the deterministic-algorithms switch as it found them.
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    root, ours = logging.getLogger(), logging.getLogger("training")
+    handlers, level, our_level = list(root.handlers), root.level, ours.level
+    if ours.getEffectiveLevel() > logging.INFO:
+        ours.setLevel(logging.INFO)  # train.log always holds the run's INFO lines
     try:
         return _run(config, run_dir, dist_info)
     finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:  # the run's train.log, also when the run failed
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(level)
+        ours.setLevel(our_level)
         distributed.shutdown(dist_info)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) -> Path | None:
@@ -193,17 +210,17 @@ def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) 
     cfg, main = config.train, dist_info.is_main
     if not main:
         logging.getLogger().setLevel(logging.WARNING)  # rank-0-only logging
+        logging.getLogger("training").setLevel(logging.WARNING)
     device = pick_device(cfg.device, dist_info)
     if device.type == "cpu":
         threads = cfg.num_threads or max(1, usable_cores() // dist_info.local_world_size)
         torch.set_num_threads(threads)
     seed_everything(cfg.seed, cfg.deterministic)
 
-    log_handler = None
     if main:
         run_dir = Path(run_dir) if run_dir else new_run_dir(config)
         run_dir.mkdir(parents=True, exist_ok=True)
-        log_handler = _attach_log_file(run_dir)
+        _attach_log_file(run_dir)
         log.info("run directory: %s", run_dir)
     log.info(
         "device %s, %d torch threads, %d process(es)%s",
@@ -516,9 +533,6 @@ def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) 
         log.info("wrote %s (%s -> %s)", run_dir, link, run_dir.name)
     else:
         log.info("wrote %s (latest not updated: link_latest is false)", run_dir)
-    if log_handler is not None:
-        logging.getLogger().removeHandler(log_handler)
-        log_handler.close()
     return run_dir
 
 

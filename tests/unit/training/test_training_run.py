@@ -84,6 +84,9 @@ def test_run_directory_holds_every_contract_file(trained: Path) -> None:
         assert (trained / name).is_file(), name
     for plot in ("training_curves.png", "confusion_matrix.png"):
         assert (trained / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    log_text = (trained / "train.log").read_text(encoding="utf-8")
+    assert "examples/s" in log_text
+    assert "test: F1" in log_text
     latest = trained.parent / "latest"
     assert latest.is_symlink()
     assert latest.resolve() == trained.resolve()
