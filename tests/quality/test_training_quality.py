@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,20 +56,50 @@ def test_quick_run_directory_is_complete(quick_run_dir: Path) -> None:
     assert len(lines) == TEST_SPLIT_SIZE
 
 
-def test_fine_tuned_model_separates_obvious_messages(quick_run_dir: Path) -> None:
-    """Minimum functionality: clear disaster requests score higher than small talk."""
+@pytest.fixture(scope="module")
+def related_score(quick_run_dir: Path) -> Callable[[list[str]], list[float]]:
+    """P(related) for texts, from the fine-tuned checkpoint."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(quick_run_dir / "model")
     model = AutoModelForSequenceClassification.from_pretrained(quick_run_dir / "model").eval()
+    related = model.config.label2id["related"]
+
+    def score(texts: list[str]) -> list[float]:
+        with torch.inference_mode():
+            batch = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+            return torch.softmax(model(**batch).logits, dim=-1)[:, related].tolist()
+
+    return score
+
+
+def test_minimum_functionality(related_score: Callable[[list[str]], list[float]]) -> None:
+    """Clear disaster requests score higher than small talk."""
     disaster = [
         "We need water and food, the flood destroyed our houses",
         "People are trapped under the collapsed school after the earthquake, send help",
     ]
     chatter = ["Happy birthday! See you at the party tonight", "What a great football game yesterday"]
-    with torch.inference_mode():
-        batch = tokenizer(disaster + chatter, padding=True, return_tensors="pt")
-        related = torch.softmax(model(**batch).logits, dim=-1)[:, 1].tolist()
-    assert min(related[:2]) > max(related[2:])
-    assert min(related[:2]) > 0.5
+    scores = related_score(disaster + chatter)
+    assert min(scores[:2]) > max(scores[2:])
+    assert min(scores[:2]) > 0.5
+
+
+def test_invariance_to_the_place_name(related_score: Callable[[list[str]], list[float]]) -> None:
+    """Swapping the place does not flip the decision."""
+    template = "The bridge in {place} collapsed and families need tents and clean water"
+    scores = related_score(
+        [template.format(place=p) for p in ("Leogane", "Karachi", "Valparaiso", "New Jersey")]
+    )
+    assert all(score > 0.5 for score in scores), scores
+
+
+def test_directional_disaster_words_raise_the_score(
+    related_score: Callable[[list[str]], list[float]],
+) -> None:
+    """Adding a flood and a request for help to an ordinary message raises P(related)."""
+    plain, flooded = related_score(
+        ["I am at home with my family", "I am at home with my family, the flood is rising and we need help"]
+    )
+    assert flooded > plain
