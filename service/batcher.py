@@ -2,7 +2,7 @@
 
 Requests are admitted (or refused at once with 429 when ``queue_size`` requests are already admitted and not
 answered), tokenized by the caller so their lengths are known, and queued. A single loop takes what is queued
-(no fixed wait when idle; an optional ``max_wait_ms``), plans batches with ``engine.plan_batches``-style
+(no fixed wait when idle; an optional ``max_wait_ms``), plans batches with ``engine.plan_batches``:
 grouping by length under ``max_batch_size`` texts and ``max_batch_tokens`` padded tokens, runs each batch in a
 worker thread (ONNX Runtime releases the GIL, so the event loop keeps admitting and tokenizing the next
 requests meanwhile) and resolves each request when all its texts are scored. Texts of one request may land in
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.engine import Engine, Tokenized, plan_batches
+from service.engine import RUN_COST_TOKENS, Engine, Tokenized, plan_batches
 from service.errors import InternalError, QueueFullError, ShuttingDownError
 from service.metrics import ServiceMetrics
 
@@ -211,7 +211,9 @@ class Batcher:
     async def _run_window(self, window: list[tuple[Job, int]]) -> None:
         lengths = [job.items[index].length for job, index in window]
         loop = asyncio.get_running_loop()
-        for batch in plan_batches(lengths, self.max_batch_size, self.max_batch_tokens):
+        # Group by length with a per-run cost: one long text no longer pads many short ones to its length.
+        plan = plan_batches(lengths, self.max_batch_size, self.max_batch_tokens, RUN_COST_TOKENS)
+        for batch in plan:
             members = [window[i] for i in batch if not window[i][0].abandoned]
             for job in {id(job): job for job, _ in members}.values():
                 job.batch_size = max(job.batch_size, len(members))
