@@ -15,6 +15,7 @@ drains admitted work) and exits.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -60,6 +61,10 @@ def serve(settings: Settings) -> None:
     created = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     os.environ.update(settings.to_env())
     metrics_dir = _prepare_multiprocess_dir()
+    logging.getLogger("textclf.service").info(
+        "multiprocess metrics",
+        extra={"fields": {"event": "multiprocess_metrics", "dir": metrics_dir, "workers": settings.workers}},
+    )
     try:
         uvicorn.run(
             "service.app:create_app_from_env",
