@@ -23,7 +23,6 @@ from service.batcher import Batcher
 from service.engine import Engine, Prediction
 from service.engine import TextTooLongError as EngineTextTooLongError
 from service.errors import (
-    BodyTooLargeError,
     DeadlineExceededError,
     EmptyTextError,
     ErrorResponse,
@@ -32,7 +31,6 @@ from service.errors import (
     NotReadyError,
     QueueFullError,
     RequestValidationError,
-    ServiceError,
     ShuttingDownError,
     TextTooLongError,
     TooManyCharactersError,
@@ -203,6 +201,7 @@ class ClassifyController(Controller):
         rt = runtime(state)
         settings = rt.settings
         metrics = rt.metrics
+        # Litestar's `data` documents the body in OpenAPI; the strict decode is what the handler trusts.
         data = await strict_body(request)
         if not rt.ready or rt.engine is None or rt.batcher is None or rt.manifest is None:
             if rt.status == "shutting_down":
@@ -371,11 +370,9 @@ async def page(state: State) -> Response[bytes]:
 
 
 __all__ = [
-    "BodyTooLargeError",
     "ClassifyController",
     "HealthController",
     "Runtime",
-    "ServiceError",
     "info",
     "metrics_endpoint",
     "page",
