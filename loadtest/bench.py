@@ -36,8 +36,8 @@ from typing import Any
 from export.bundle import BENCH_FILE, load_bundle
 from loadtest.checks import check_classify, labels_from_info
 from loadtest.messages import load_messages
-from loadtest.servers import ServerProcess, baseline_command, free_port, service_command
-from loadtest.wrk import run_wrk, write_bodies
+from loadtest.servers import ServerError, ServerProcess, baseline_command, free_port, service_command
+from loadtest.wrk import WrkError, run_wrk, write_bodies
 
 OURS = "ours"
 BASELINE = "baseline"
@@ -449,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         "comparison": [],
         "batching": [],
         "sweep": [],
+        "failed_configs": [],
         "sweep_concurrency": args.sweep_concurrency,
     }
 
@@ -520,8 +521,14 @@ def main(argv: list[str] | None = None) -> int:
             port = free_port()
             log = logs / f"sweep-{number}.log"
             server = ServerProcess(label, service_command(args.model_dir, port, **settings), port, log)
-            with server:
-                figures = measure(server, bodies, c, args.warmup, args.duration)
+            try:
+                with server:
+                    figures = measure(server, bodies, c, args.warmup, args.duration)
+            except (ServerError, WrkError) as exc:
+                # One configuration that does not start is a finding, not a reason to lose the whole run.
+                print(f"  {label}: failed: {exc}", flush=True)
+                results["failed_configs"].append({"label": label, "settings": settings, "error": str(exc)})
+                continue
             results[section].append({"label": label, "settings": settings, "concurrency": c, **figures})
 
     results["targets"] = evaluate_targets(results)
