@@ -510,7 +510,9 @@ async def soak(
     window_marks: list[tuple[int, float, int]] = []
 
     def on_window(index: int) -> None:
-        window_marks.append((index, time.monotonic(), sampler.now()))
+        rss = sampler.now()
+        window_marks.append((index, time.monotonic(), rss))
+        log(f"  window {index + 1}/{windows_count} sent; RSS {rss / 2**20:.1f} MiB")
 
     run = await open_loop(classify, bodies, rate, duration_s, on_window=on_window, window_s=window_s)
     await sampler.stop()
