@@ -80,7 +80,12 @@ def test_parity_and_bench_reports_are_written(tiny_bundle_dir: Path) -> None:
     bench = json.loads((tiny_bundle_dir / BENCH_FILE).read_text())
     assert set(bench["results"]) == {"1", "32"}
     for by_system in bench["results"].values():
-        assert set(by_system) == {"pytorch_eager_fp32", "onnx_fp32_optimized", "onnx_int8"}
+        assert set(by_system) == {
+            "pytorch_eager_fp32",
+            "onnx_fp32_optimized",
+            "onnx_int8",
+            "onnx_int8_pad_to_longest",
+        }
         assert all(figures["texts_per_second"] > 0 for figures in by_system.values())
     assert (tiny_bundle_dir / "bench.png").read_bytes()[:4] == b"\x89PNG"
     card = (tiny_bundle_dir / MODEL_CARD_FILE).read_text()
