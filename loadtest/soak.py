@@ -1,4 +1,4 @@
-"""Soak and overload load generation with an async HTTP client (httpx + asyncio), 127.0.0.1 only.
+"""Soak and overload load generation with a lean asyncio HTTP client, against 127.0.0.1 only.
 
 ::
 
@@ -58,6 +58,7 @@ SATURATION_CONCURRENCY = 64
 # client, decides what is admitted. Arrivals beyond it are counted as ``client_skipped``, never silently lost.
 MAX_OUTSTANDING = 1024
 T = TypeVar("T")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_IDLE_S = 2.0
 """Client keep-alive connections idle longer than this are closed, not reused (uvicorn closes them at 5 s)."""
 CONNECTION_ERROR = 0
@@ -685,10 +686,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--fraction", type=float, help="Load as a share of saturation (soak 0.5, overload 2)."
     )
     parser.add_argument("--window", type=float, default=60.0, help="Seconds per reporting window (60).")
-    parser.add_argument("--saturation-seconds", type=float, default=20.0)
-    parser.add_argument("--saturation-concurrency", type=int, default=SATURATION_CONCURRENCY)
-    parser.add_argument("--warmup-seconds", type=float, default=10.0)
-    parser.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR)
+    parser.add_argument(
+        "--saturation-seconds", type=float, default=20.0, help="Length of the saturation run (20)."
+    )
+    parser.add_argument(
+        "--saturation-concurrency",
+        type=int,
+        default=SATURATION_CONCURRENCY,
+        help=f"Connections of that closed loop ({SATURATION_CONCURRENCY}).",
+    )
+    parser.add_argument("--warmup-seconds", type=float, default=10.0, help="Warm-up before measuring (10).")
+    parser.add_argument(
+        "--report-dir", type=Path, default=DEFAULT_REPORT_DIR, help=f"JSON reports ({DEFAULT_REPORT_DIR})."
+    )
     parser.add_argument("--no-gate", action="store_true", help="Report only; exit 0 on a missed promise.")
     return parser
 
@@ -722,7 +732,10 @@ def main(argv: list[str] | None = None) -> int:
             assert server.process is not None
             url, pid = server.url, server.process.pid
         else:
-            url = args.url
+            url = args.url.rstrip("/")
+            if httpx.URL(url).host not in LOOPBACK:
+                print(f"error: --url must point at this machine ({', '.join(LOOPBACK)})", file=sys.stderr)
+                return 2
             port = httpx.URL(url).port or 80
             found = args.pid or pid_listening_on(port)
             if found is None:
