@@ -233,6 +233,7 @@ def speed_report(
     report |= {
         "threads": threads,
         "allow_spinning": allow_spinning,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "libgomp default (active)"),
         "machine": {
             "cpu": cpu_name(),
             "available_cores": available_cores(),
@@ -264,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--texts", type=int, default=256, help="distinct test messages cycled through")
     parser.add_argument("--allow-spinning", action="store_true", help="ONNX Runtime thread spinning")
     args = parser.parse_args(argv)
+    # Before torch is imported: see export.__main__.passive_openmp.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     run = load_run_dir(args.run_dir)
     bundle = load_bundle(args.bundle)
     threads = args.threads or available_cores()
