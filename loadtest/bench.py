@@ -257,6 +257,17 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def serving_cpu_efficiency(results: dict[str, Any]) -> float:
+    """In-process engine CPU per text / service CPU per request at concurrency 32: the serving overhead in CPU
+    terms. Throughput ratios move with whatever else runs on a shared machine; CPU per unit of work barely
+    does, so this is the figure to trust when the load average was high."""
+    by_c = {row["concurrency"]: row for row in results["comparison"]}
+    engine = results.get("engine_same_run")
+    if 32 not in by_c or not engine:
+        return math.nan
+    return ratio(engine["cpu_ms_per_text"], by_c[32][OURS]["server_cpu_ms_per_request"])
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     """Throughput, latency percentiles and ours/baseline ratios per concurrency; sweep as a bar chart."""
     import matplotlib
@@ -379,6 +390,10 @@ def print_table(results: dict[str, Any]) -> None:
         print(
             f"  {verdict} {target['description']}: {target['measured']:.3g} (target {target['target']:.3g})"
         )
+    efficiency = results.get("serving_cpu_efficiency", math.nan)
+    print(
+        f"  (CPU-based serving efficiency at c=32: engine CPU/text / service CPU/request = {efficiency:.2f})"
+    )
     share = results["load_generator"]["mean_cpu_share"]
     print(f"load generator (wrk) CPU: {share:.1%} of the machine on average")
 
@@ -532,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
             results[section].append({"label": label, "settings": settings, "concurrency": c, **figures})
 
     results["targets"] = evaluate_targets(results)
+    results["serving_cpu_efficiency"] = serving_cpu_efficiency(results)
     measurements = [row[name] for row in results["comparison"] for name in (OURS, BASELINE)]
     measurements += results["batching"] + results["sweep"]
     results["load_generator"] = {
