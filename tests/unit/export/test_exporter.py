@@ -227,3 +227,18 @@ def test_quantization_config_is_dynamic_per_channel_and_rejects_unknown_isa() ->
     assert quantization_config("avx2", per_channel=False).per_channel is False
     with pytest.raises(ValueError, match="unknown instruction set"):
         quantization_config("sse2")  # type: ignore[arg-type]
+
+
+def test_run_dir_thresholds_may_be_a_list_or_a_mapping(tmp_path: Path) -> None:
+    from export.run import RunDirError, load_run_dir
+
+    run = build_tiny_run_dir(tmp_path / "run", multi_label=True)
+    assert load_run_dir(run).thresholds == [0.5, 0.5, 0.5, 0.5]
+    data = json.loads((run / "data.json").read_text())
+    data["thresholds"] = {"request": 0.3, "water": 0.4, "food": 0.5, "shelter": 0.6}
+    (run / "data.json").write_text(json.dumps(data))
+    assert load_run_dir(run).thresholds == [0.3, 0.4, 0.5, 0.6]
+    data["thresholds"] = [0.5, 0.5]
+    (run / "data.json").write_text(json.dumps(data))
+    with pytest.raises(RunDirError, match="one per label"):
+        load_run_dir(run)
