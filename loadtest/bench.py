@@ -557,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": "share of all cores' time the wrk process used during measured runs (it shares the machine)",
     }
     results["elapsed_s"] = round(time.monotonic() - started, 1)
+    results["machine"]["loadavg_at_end"] = dict(zip(("1m", "5m", "15m"), os.getloadavg(), strict=True))
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     plot(results, args.out / "throughput_latency.png")
     print_table(results)
