@@ -14,6 +14,8 @@ missed; the last lines printed name the missed bound.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import subprocess
 import sys
 import time
@@ -110,7 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"loadtest: {args.users} users for {args.duration} against {args.host} -> {out_dir}", flush=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
     completed = subprocess.run(locust_command(args, out_dir), check=False)
+    elapsed = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # Locust shares the machine with the service; how much CPU it took says how far to trust the figures.
+    locust_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cores = len(os.sched_getaffinity(0))
+    load_note = (
+        f"load generator: Locust used {locust_cpu:.1f} CPU-seconds in {elapsed:.0f} s "
+        f"({locust_cpu / elapsed:.2f} cores, {locust_cpu / (elapsed * cores):.0%} of {cores} cores)"
+    )
     if completed.returncode != 0:
         print(f"error: locust exited with {completed.returncode}", file=sys.stderr)
         return completed.returncode or 1
@@ -124,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     verdict = slo.report(outcomes)
-    (out_dir / "slo.txt").write_text(verdict + "\n", encoding="utf-8")
-    print(f"\nSLO check ({args.slo}):\n{verdict}\nreports: {out_dir}")
+    (out_dir / "slo.txt").write_text(f"{verdict}\n{load_note}\n", encoding="utf-8")
+    print(f"\nSLO check ({args.slo}):\n{verdict}\n{load_note}\nreports: {out_dir}")
     return 0 if all(outcome.passed for outcome in outcomes) else 1
 
 
