@@ -20,12 +20,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import msgspec
 import numpy as np
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import MutableScopeHeaders
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import OpenAPIMediaType, Reference, RequestBody
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from export.bundle import Bundle, BundleError, load_bundle, verify_files
@@ -33,9 +35,18 @@ from service import controllers
 from service.batcher import Batcher
 from service.controllers import Runtime, runtime
 from service.engine import Engine
-from service.errors import ERROR_TYPES, ServiceError, exception_handler
+from service.errors import (
+    ERROR_TYPES,
+    ErrorBody,
+    ErrorResponse,
+    OverloadedError,
+    QueueFullError,
+    ServiceError,
+    exception_handler,
+)
 from service.logging import configure_logging, log_event
 from service.metrics import ServiceMetrics
+from service.schemas import classify_request_schema
 from service.settings import Settings
 
 logger = logging.getLogger("textclf.service")
@@ -47,6 +58,7 @@ WARMUP_TEXTS = (
     "a longer warm-up message so the first real request of this length does not pay for allocating buffers "
     "inside onnx runtime",
 )
+CLASSIFY_ROUTE = "/classify"
 _REQUEST_ID_MAX = 128
 _REQUEST_ID_ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
@@ -68,8 +80,45 @@ def _request_id(scope: Scope) -> str:
     return secrets.token_hex(8)
 
 
+def early_rejection(rt: Runtime) -> ServiceError | None:
+    """Why a new POST /classify must be refused before its body is read, or None to let it in.
+
+    Refusing here costs no body read and no JSON decode, so under overload the event loop's time goes to the
+    requests that will be answered: the batcher's queue is full (429 queue_full), or ``max_in_flight``
+    requests are already being handled (429 overloaded) — which also bounds the requests still reading or
+    decoding their body, which the queue does not see.
+    """
+    batcher = rt.batcher
+    if batcher is not None and batcher.accepting and batcher.pending >= batcher.queue_size:
+        rt.metrics.rejections.labels(reason="queue_full").inc()
+        return QueueFullError(
+            "too many requests queued; retry after a moment", detail={"queue_size": batcher.queue_size}
+        )
+    if rt.classify_in_flight >= rt.settings.in_flight_limit:
+        rt.metrics.rejections.labels(reason="in_flight").inc()
+        return OverloadedError(
+            "too many requests in flight; retry after a moment",
+            detail={"max_in_flight": rt.settings.in_flight_limit},
+        )
+    return None
+
+
+async def send_error(send: Send, error: ServiceError) -> None:
+    """Answer ``error`` in the one JSON error shape straight on the ASGI channel (no body read)."""
+    body = msgspec.json.encode(
+        ErrorResponse(error=ErrorBody(type=error.type, message=error.message, detail=error.detail))
+    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.response_headers().items()
+    ]
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 def request_middleware(app: ASGIApp) -> ASGIApp:
-    """Per routed request: request id, X-Total-Time, in-flight gauge, request metrics, one JSON log line.
+    """Per routed request: request id, X-Total-Time, in-flight gauge, request metrics, one JSON log line;
+    for POST /classify, the arrival time (the deadline counts from it) and the early refusals.
 
     Litestar runs route middleware after routing, so unknown paths never get here and never add a series.
     """
@@ -84,9 +133,11 @@ def request_middleware(app: ASGIApp) -> ASGIApp:
         state = scope.setdefault("state", {})
         request_id = _request_id(scope)
         state["request_id"] = request_id
+        state["arrived_at"] = started
         route = scope.get("path_template") or "unmatched"
         method = scope.get("method", "GET")
         status = 500
+        classify = route == CLASSIFY_ROUTE and method == "POST"
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -98,10 +149,20 @@ def request_middleware(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         metrics.in_flight.inc()
+        refusal = early_rejection(rt) if classify else None
+        if classify and refusal is None:
+            rt.classify_in_flight += 1
         try:
-            await app(scope, receive, send_with_headers)
+            if refusal is not None:
+                metrics.errors.labels(type=refusal.type).inc()
+                state["error_type"] = refusal.type
+                await send_error(send_with_headers, refusal)
+            else:
+                await app(scope, receive, send_with_headers)
         finally:
             metrics.in_flight.dec()
+            if classify and refusal is None:
+                rt.classify_in_flight -= 1
             duration = time.perf_counter() - started
             metrics.requests.labels(route=route, method=method, status=str(status)).inc()
             metrics.request_duration.labels(route=route, method=method).observe(duration)
@@ -294,7 +355,7 @@ def create_app(settings: Settings | None = None, engine_factory: EngineFactory |
     if not settings.metrics_port:
         route_handlers.append(controllers.metrics_endpoint)
 
-    return Litestar(
+    app = Litestar(
         route_handlers=route_handlers,
         lifespan=[lifespan],
         middleware=[request_middleware],
@@ -311,6 +372,32 @@ def create_app(settings: Settings | None = None, engine_factory: EngineFactory |
         state=_initial_state(rt),
         logging_config=None,
         debug=False,
+    )
+    document_classify_request(app, settings)
+    return app
+
+
+def document_classify_request(app: Litestar, settings: Settings) -> None:
+    """Put the strict request schema (with this app's limits) on POST /classify in the OpenAPI document.
+
+    The handler takes no ``data`` parameter (the body is decoded once, strictly, by the handler), so
+    Litestar documents no body; the schema is built here instead, where the run-time limits are known.
+    """
+    path_item = (app.openapi_schema.paths or {}).get(CLASSIFY_ROUTE)
+    operation = path_item.post if path_item is not None else None
+    if operation is None:
+        return
+    schema = classify_request_schema(max_text_chars=settings.max_text_chars, max_items=settings.max_items)
+    components = app.openapi_schema.components
+    if components.schemas is None:
+        components.schemas = {}
+    components.schemas["ClassifyRequest"] = schema
+    operation.request_body = RequestBody(
+        content={
+            "application/json": OpenAPIMediaType(schema=Reference("#/components/schemas/ClassifyRequest"))
+        },
+        required=True,
+        description="One text or a list of texts.",
     )
 
 

@@ -117,8 +117,9 @@ class Batcher:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="textclf-batcher")
 
-    def admit(self, deadline_seconds: float) -> Job:
-        """Reserve a place for one request, or refuse it now.
+    def admit(self, deadline_seconds: float, arrived_at: float | None = None) -> Job:
+        """Reserve a place for one request, or refuse it now. The deadline is ``deadline_seconds`` after
+        ``arrived_at`` (when the request arrived, on ``clock``), or after now when not given.
 
         Raises:
             ShuttingDownError: ``stop`` was called.
@@ -134,7 +135,7 @@ class Batcher:
         now = self.clock()
         job = Job(
             admitted_at=now,
-            deadline=now + deadline_seconds,
+            deadline=(now if arrived_at is None else arrived_at) + deadline_seconds,
             future=asyncio.get_running_loop().create_future(),
         )
         self._pending += 1

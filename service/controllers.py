@@ -16,7 +16,7 @@ import numpy as np
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import JSONBody
+from msgspec import UNSET
 
 from export.bundle import Manifest
 from service.batcher import Batcher
@@ -35,6 +35,7 @@ from service.errors import (
     TextTooLongError,
     TooManyCharactersError,
     TooManyItemsError,
+    lone_surrogate_escape,
 )
 from service.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from service.schemas import ClassifyRequest, ClassifyResponse, Health, Info, ModelRef, Result
@@ -62,6 +63,8 @@ class Runtime:
     batcher: Batcher | None = None
     manifest: Manifest | None = None
     page: bytes = b""
+    classify_in_flight: int = 0
+    """POST /classify requests let in by the request middleware and not finished (``max_in_flight``)."""
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @property
@@ -87,31 +90,67 @@ CLASSIFY_RESPONSES = {
     ),
     413: _error_spec("body_too_large: the body is over max_body_bytes."),
     422: _error_spec("text_too_long: truncate=false and a text has more tokens than the model's max_length."),
-    429: _error_spec("queue_full: too many requests admitted; retry after Retry-After seconds."),
+    429: _error_spec(
+        "queue_full (queue_size requests admitted) or overloaded (max_in_flight requests in flight): "
+        "refused before the body is read; retry after Retry-After seconds."
+    ),
     503: _error_spec("not_ready, deadline_exceeded or shutting_down."),
 }
 
 
-async def strict_body(request: Request[Any, Any, Any]) -> ClassifyRequest:
-    """Decode the body again, strictly: Litestar's own decoding coerces ``"3"`` to ``3`` and ``"false"`` to
-    ``False``; a wrong type must be a 400. The body is cached, so this costs microseconds.
+def decode_request(body: bytes) -> ClassifyRequest:
+    """The one strict decode of a /classify body (msgspec, no coercion: ``"3"`` for a number or ``"false"``
+    for a boolean is a 400, unknown fields are refused).
+
+    Raises:
+        RequestValidationError: empty body, or JSON that does not match the request schema.
+        InvalidJSONError: not JSON, not UTF-8, or a lone surrogate escape (named, with its position).
     """
+    if not body.strip():
+        raise RequestValidationError(
+            "the request body is empty; send a JSON object with `text` or `texts`", detail=None
+        )
     try:
-        return msgspec.json.decode(await request.body(), type=ClassifyRequest)
+        return msgspec.json.decode(body, type=ClassifyRequest)
     except msgspec.ValidationError as exc:
         raise RequestValidationError(str(exc), detail={"reason": str(exc)}) from None
+    except UnicodeDecodeError:
+        raise _utf8_error(body) from None
     except msgspec.DecodeError as exc:
+        if "out of range" in str(exc).lower():
+            raise RequestValidationError(
+                f"a number is out of range: {exc}", detail={"reason": str(exc)}
+            ) from None
+        lone = lone_surrogate_escape(body)
+        if lone is not None:
+            escape, position = lone
+            raise InvalidJSONError(
+                f"invalid JSON: lone surrogate {escape} at byte {position} (a \\uD800-\\uDFFF escape must be "
+                "half of a high+low pair; it is not a character and cannot be encoded as UTF-8)",
+                detail={"reason": "lone_surrogate", "escape": escape, "position": position},
+            ) from None
         raise InvalidJSONError(f"the request body is not valid JSON: {exc}") from None
+
+
+def _utf8_error(body: bytes) -> InvalidJSONError:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return InvalidJSONError(
+            f"the request body is not valid UTF-8: {exc.reason} at byte {exc.start}",
+            detail={"reason": "invalid_utf8", "position": exc.start},
+        )
+    return InvalidJSONError("the request body is not valid UTF-8")
 
 
 def validate_texts(data: ClassifyRequest, settings: Settings) -> list[str]:
     """The request's texts, or the first problem with them as a 4xx error."""
-    if (data.text is None) == (data.texts is None):
+    if (data.text is UNSET) == (data.texts is UNSET):
         raise RequestValidationError(
             "send exactly one of `text` (a string) or `texts` (a list of strings)",
             detail={"fields": ["text", "texts"]},
         )
-    texts = [data.text] if data.text is not None else list(data.texts or [])
+    texts = [data.text] if isinstance(data.text, str) else list(data.texts or [])
     if not texts:
         raise RequestValidationError("`texts` must hold at least one text", detail={"field": "texts"})
     if len(texts) > settings.max_items:
@@ -120,7 +159,7 @@ def validate_texts(data: ClassifyRequest, settings: Settings) -> list[str]:
             detail={"count": len(texts), "max_items": settings.max_items},
         )
     for index, text in enumerate(texts):
-        where = "text" if data.text is not None else f"texts[{index}]"
+        where = "text" if isinstance(data.text, str) else f"texts[{index}]"
         if len(text) > settings.max_text_chars:
             raise TooManyCharactersError(
                 f"{where} has {len(text)} characters; the limit is {settings.max_text_chars}",
@@ -195,14 +234,13 @@ class ClassifyController(Controller):
         ),
         responses=CLASSIFY_RESPONSES,
     )
-    async def classify(
-        self, data: JSONBody[ClassifyRequest], state: State, request: Request[Any, Any, Any]
-    ) -> Response[ClassifyResponse]:
+    async def classify(self, state: State, request: Request[Any, Any, Any]) -> Response[ClassifyResponse]:
         rt = runtime(state)
         settings = rt.settings
         metrics = rt.metrics
-        # Litestar's `data` documents the body in OpenAPI; the strict decode is what the handler trusts.
-        data = await strict_body(request)
+        # No `data` parameter: Litestar would decode the body a first, lenient time. The body is decoded
+        # once, strictly; its OpenAPI schema is set by ``service.schemas.document_classify_request``.
+        data = decode_request(await request.body())
         if not rt.ready or rt.engine is None or rt.batcher is None or rt.manifest is None:
             if rt.status == "shutting_down":
                 metrics.rejections.labels(reason="shutting_down").inc()
@@ -215,8 +253,17 @@ class ClassifyController(Controller):
             request.scope["state"]["texts"] = texts
         engine, batcher, manifest = rt.engine, rt.batcher, rt.manifest
 
+        # The deadline counts from the request's arrival (set by the request middleware before the body
+        # was read), so time spent in the socket, the body and the event loop counts too.
+        arrived_at = request.scope["state"].get("arrived_at")
+        if arrived_at is not None and batcher.clock() >= arrived_at + settings.request_deadline_seconds:
+            metrics.rejections.labels(reason="deadline").inc()
+            raise DeadlineExceededError(
+                f"no answer within the {settings.request_deadline_seconds} s request deadline",
+                detail={"request_deadline_seconds": settings.request_deadline_seconds},
+            )
         try:
-            job = batcher.admit(settings.request_deadline_seconds)
+            job = batcher.admit(settings.request_deadline_seconds, arrived_at=arrived_at)
         except QueueFullError:
             metrics.rejections.labels(reason="queue_full").inc()
             raise
@@ -232,7 +279,7 @@ class ClassifyController(Controller):
                 tokenized = await asyncio.to_thread(engine.tokenize, texts, data.truncate)
         except EngineTextTooLongError as exc:
             batcher.release(job)
-            where = "text" if data.text is not None else f"texts[{exc.index}]"
+            where = "text" if isinstance(data.text, str) else f"texts[{exc.index}]"
             raise TextTooLongError(
                 f"{where} has {exc.num_tokens} tokens; the model accepts at most {exc.max_length} "
                 "(send truncate=true to cut it)",

@@ -11,6 +11,7 @@ Litestar's default shape or as an unexplained 500.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, ClassVar
 
 import msgspec
@@ -158,6 +159,14 @@ class QueueFullError(ServiceError):
     headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
 
 
+class OverloadedError(ServiceError):
+    """More POST /classify requests in flight than ``max_in_flight``: refused before the body is read."""
+
+    type = "overloaded"
+    status_code = 429
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
+
+
 class DeadlineExceededError(ServiceError):
     """The request was not answered within ``request_deadline_seconds``."""
 
@@ -204,6 +213,7 @@ ERROR_TYPES: tuple[str, ...] = tuple(
         MethodNotAllowedError,
         ClientDisconnectedError,
         QueueFullError,
+        OverloadedError,
         DeadlineExceededError,
         NotReadyError,
         ShuttingDownError,
@@ -219,6 +229,36 @@ CLASSIFY_ERRORS: tuple[type[ServiceError], ...] = (
     QueueFullError,
     NotReadyError,
 )
+
+
+# A \uXXXX escape of a UTF-16 surrogate: high (D800-DBFF) or low (DC00-DFFF).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD]([89abAB]|[c-fC-F])[0-9a-fA-F]{2}")
+
+
+def lone_surrogate_escape(body: bytes) -> tuple[str, int] | None:
+    """The first ``\\uD800``-``\\uDFFF`` escape in a JSON body that is not half of a valid pair, as
+    (escape text, byte offset); None when there is none. msgspec calls a lone high surrogate "Input data was
+    truncated", which names the wrong problem; callers use this to say what it is.
+    """
+    expect_low_at = -1
+    for match in _SURROGATE_ESCAPE.finditer(body):
+        start = match.start()
+        backslashes = len(body[:start]) - len(body[:start].rstrip(b"\\"))
+        if backslashes % 2:
+            continue  # an escaped backslash followed by the letters "ud800", not an escape
+        high = match.group(1) in b"89abAB"
+        if expect_low_at != -1:
+            if not high and start == expect_low_at:
+                expect_low_at = -1
+                continue
+            return body[expect_low_at - 6 : expect_low_at].decode("ascii"), expect_low_at - 6
+        if high:
+            expect_low_at = match.end()
+            continue
+        return match.group().decode("ascii"), start
+    if expect_low_at != -1:
+        return body[expect_low_at - 6 : expect_low_at].decode("ascii"), expect_low_at - 6
+    return None
 
 
 def _looks_like_json_problem(text: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
+from litestar.openapi.spec import OpenAPIType, Schema
 
 TopK = Annotated[int, msgspec.Meta(ge=1, le=1000, description="Return the k best labels with their scores.")]
 
@@ -12,10 +13,10 @@ TopK = Annotated[int, msgspec.Meta(ge=1, le=1000, description="Return the k best
 class ClassifyRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Classify one text (``text``) or several (``texts``); send exactly one of the two."""
 
-    text: str | None = None
-    """One message to classify."""
-    texts: list[str] | None = None
-    """Several messages; results come back in the same order."""
+    text: str | msgspec.UnsetType = msgspec.UNSET
+    """One message to classify (absent when ``texts`` is sent; null is refused)."""
+    texts: list[str] | msgspec.UnsetType = msgspec.UNSET
+    """Several messages; results come back in the same order (absent when ``text`` is sent)."""
     top_k: TopK | None = None
     """Include the k best labels and their scores in ``scores``."""
     return_all_scores: bool = False
@@ -76,3 +77,63 @@ class Info(msgspec.Struct, kw_only=True):
     degraded: bool
     created_at: str
     limits: dict[str, Any]
+
+
+def classify_request_schema(*, max_text_chars: int, max_items: int) -> Schema:
+    """The OpenAPI schema of a /classify body, as strict as the server: exactly one of ``text``/``texts``
+    (two shapes, ``oneOf``), no unknown fields, non-empty texts within the run-time limits, ``top_k`` in
+    range. What it cannot say (text only whitespace, control characters, the body-size limit) is a 400/413.
+    """
+    text = Schema(
+        type=OpenAPIType.STRING,
+        min_length=1,
+        max_length=max_text_chars,
+        description="A message to classify: not empty, not only whitespace, no control characters.",
+    )
+    options = {
+        "top_k": Schema(
+            one_of=[Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=1000), Schema(type=OpenAPIType.NULL)],
+            description="Include the k best labels and their scores in `scores`.",
+        ),
+        "return_all_scores": Schema(
+            type=OpenAPIType.BOOLEAN, default=False, description="Include every label's score in `scores`."
+        ),
+        "truncate": Schema(
+            type=OpenAPIType.BOOLEAN,
+            default=True,
+            description="Cut texts over max_length; false turns them into a 422 naming the token count.",
+        ),
+    }
+    one = Schema(
+        title="ClassifyOne",
+        type=OpenAPIType.OBJECT,
+        required=["text"],
+        properties={"text": text, **options},
+        additional_properties=False,
+        description="One text.",
+    )
+    many = Schema(
+        title="ClassifyMany",
+        type=OpenAPIType.OBJECT,
+        required=["texts"],
+        properties={
+            "texts": Schema(
+                type=OpenAPIType.ARRAY,
+                items=text,
+                min_items=1,
+                max_items=max_items,
+                description="Several texts; results come back in the same order.",
+            ),
+            **options,
+        },
+        additional_properties=False,
+        description="A list of texts.",
+    )
+    return Schema(
+        one_of=[one, many],
+        description="Send exactly one of `text` (a string) or `texts` (a list of strings).",
+        examples=[
+            {"text": "we need water and food"},
+            {"texts": ["we need water", "nice weather"], "top_k": 2},
+        ],
+    )

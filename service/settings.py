@@ -67,6 +67,14 @@ class Settings:
             "requests get 429 with Retry-After at once: refusing is cheaper for everyone than waiting."
         ),
     )
+    max_in_flight: int = field(
+        default=0,
+        metadata=_help(
+            "Most POST /classify requests handled at once, admitted or not (body being read, decoded, "
+            "queued or running). Over it a request gets the JSON 429 (overloaded) before its body is read, "
+            "so a flood cannot pile up in the event loop. 0 = 2 x queue_size."
+        ),
+    )
     max_wait_ms: float = field(
         default=0.0,
         metadata=_help(
@@ -77,8 +85,8 @@ class Settings:
     request_deadline_seconds: float = field(
         default=10.0,
         metadata=_help(
-            "A request not answered within this time after admission gets 503 (deadline_exceeded); texts "
-            "still queued past it are dropped rather than computed for nobody."
+            "A request not answered within this time after it arrived (before its body is read) gets 503 "
+            "(deadline_exceeded); texts still queued past it are dropped rather than computed for nobody."
         ),
     )
     max_text_chars: int = field(
@@ -134,6 +142,8 @@ class Settings:
                 raise SettingsError(f"{_where(name)} must be at least 1, got {getattr(self, name)}")
         if self.max_body_bytes < 64:
             raise SettingsError(f"{_where('max_body_bytes')} must be at least 64")
+        if self.max_in_flight < 0:
+            raise SettingsError(f"{_where('max_in_flight')} must be 0 (2 x queue_size) or more")
         if self.workers < 1:
             raise SettingsError(f"{_where('workers')} must be at least 1")
         if self.ort_threads < 0:
@@ -150,6 +160,11 @@ class Settings:
         if self.log_level.upper() not in LOG_LEVELS:
             raise SettingsError(f"{_where('log_level')} must be one of {', '.join(LOG_LEVELS)}")
         object.__setattr__(self, "log_level", self.log_level.upper())
+
+    @property
+    def in_flight_limit(self) -> int:
+        """The effective ``max_in_flight``: the setting, or twice ``queue_size`` when it is 0."""
+        return self.max_in_flight or 2 * self.queue_size
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -183,6 +198,7 @@ class Settings:
             "max_batch_size": self.max_batch_size,
             "max_batch_tokens": self.max_batch_tokens,
             "queue_size": self.queue_size,
+            "max_in_flight": self.in_flight_limit,
             "max_wait_ms": self.max_wait_ms,
             "request_deadline_seconds": self.request_deadline_seconds,
             "max_text_chars": self.max_text_chars,

@@ -19,6 +19,7 @@ EXAMPLES = {
     "max_batch_size": ("16", 16),
     "max_batch_tokens": ("2048", 2048),
     "queue_size": ("10", 10),
+    "max_in_flight": ("40", 40),
     "max_wait_ms": ("2.5", 2.5),
     "request_deadline_seconds": ("1.5", 1.5),
     "max_text_chars": ("500", 500),
