@@ -172,16 +172,18 @@ def engine_throughput(bundle_dir: Path) -> dict[str, Any] | None:
 
 
 def median_figures(measured: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median of each figure over repeated measurements (one measurement is returned as is, plus ``runs``)."""
+    """Median of every figure over repeated measurements (error counts are summed); one measurement is
+    returned as is. Each run's figures are kept under ``each``."""
     if len(measured) == 1:
         return {**measured[0], "runs": 1}
     out: dict[str, Any] = {"runs": len(measured), "each": measured}
-    for key in ("throughput_rps", "server_cpu_cores", "loadgen_cpu_cores", "loadgen_cpu_share"):
-        out[key] = statistics.median(m[key] for m in measured)
-    out["latency_ms"] = {
-        key: statistics.median(m["latency_ms"][key] for m in measured) for key in measured[0]["latency_ms"]
-    }
-    out["errors"] = {key: sum(m["errors"][key] for m in measured) for key in measured[0]["errors"]}
+    for key, value in measured[0].items():
+        if key == "errors":
+            out[key] = {name: sum(m[key][name] for m in measured) for name in value}
+        elif isinstance(value, dict):
+            out[key] = {name: statistics.median(m[key][name] for m in measured) for name in value}
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = statistics.median(m[key] for m in measured)
     return out
 
 

@@ -112,3 +112,6 @@ def test_repeated_rounds_report_medians() -> None:
     assert median["latency_ms"] == {"p50": 20, "p95": 40, "p99": 40}
     assert median["errors"] == {"status": 3}
     assert median["runs"] == 3
+    assert median["server_cpu_ms_per_request"] == pytest.approx(2000 / 200)
+    # The medians feed the ours/baseline comparison like a single measurement does.
+    assert bench.compare(median, figures(50, 40, 80))["throughput"] == pytest.approx(4.0)
