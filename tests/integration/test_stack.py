@@ -207,11 +207,16 @@ def test_service_runs_with_a_read_only_root_and_a_tmp_tmpfs(
     outside_tmp = Path(tempfile.mkdtemp(prefix="textclf-ro-", dir="/var/tmp"))
     try:
         bundle = shutil.copytree(tiny_bundle_dir, outside_tmp / "bundle")
+        # A checkout (and its .venv) under /tmp would vanish under the tmpfs: then the writable tmpfs goes on
+        # an empty folder instead, and TMPDIR/HOME point there, which still proves "writes only to TMPDIR".
+        under_tmp = any(Path(p).resolve().is_relative_to("/tmp") for p in (REPO, sys.prefix))
+        writable = outside_tmp / "scratch" if under_tmp else Path("/tmp")
+        writable.mkdir(exist_ok=True)
         port = free_port()
         script = (
-            "mount -o remount,bind,ro / && mount -t tmpfs -o size=64m,mode=1777 tmpfs /tmp || exit 98\n"
+            f"mount -o remount,bind,ro / && mount -t tmpfs -o size=64m,mode=1777 tmpfs {writable} || exit 98\n"
             f"touch {REPO}/.read-only-probe 2>/dev/null && exit 99\n"
-            "cd /tmp && exec env PYTHONDONTWRITEBYTECODE=1 HOME=/tmp TMPDIR=/tmp "
+            f"cd {writable} && exec env PYTHONDONTWRITEBYTECODE=1 HOME={writable} TMPDIR={writable} "
             f"{sys.executable} -m service --model-dir {bundle} --host 127.0.0.1 --port {port} "
             f"--workers {workers}\n"
         )
