@@ -35,7 +35,6 @@ help: ## List the targets.
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON_BOOT) >/dev/null || { echo "error: $(PYTHON_BOOT) not found (Python 3.11 is required)"; exit 1; }
 	$(PYTHON_BOOT) -m venv $(VENV)
-	$(PY) -m pip install -qq --upgrade "pip>=24"
 	$(PY) -m pip install -qq -c constraints.txt -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
