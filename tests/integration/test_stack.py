@@ -214,7 +214,8 @@ def test_service_runs_with_a_read_only_root_and_a_tmp_tmpfs(
         writable.mkdir(exist_ok=True)
         port = free_port()
         script = (
-            f"mount -o remount,bind,ro / && mount -t tmpfs -o size=64m,mode=1777 tmpfs {writable} || exit 98\n"
+            "mount -o remount,bind,ro / && "
+            f"mount -t tmpfs -o size=64m,mode=1777 tmpfs {writable} || exit 98\n"
             f"touch {REPO}/.read-only-probe 2>/dev/null && exit 99\n"
             f"cd {writable} && exec env PYTHONDONTWRITEBYTECODE=1 HOME={writable} TMPDIR={writable} "
             f"{sys.executable} -m service --model-dir {bundle} --host 127.0.0.1 --port {port} "
