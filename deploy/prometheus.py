@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from deploy.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_FILE = REPO_ROOT / "monitoring" / "prometheus" / "prometheus.yml"
@@ -87,12 +88,6 @@ def write_config(path: Path, target: str, **options: Any) -> Path:
     """Write ``render_config(target, **options)`` as YAML to ``path``."""
     path.write_text(yaml.safe_dump(render_config(target, **options), sort_keys=False), encoding="utf-8")
     return path
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from pathlib import Path
 from types import FrameType
 
 from deploy import trainer
+from deploy.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -58,13 +58,6 @@ class StackError(RuntimeError):
 
 def log(message: str) -> None:
     print(f"[stack] {message}", flush=True)
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def probe(url: str, timeout: float = 2.0) -> tuple[int | None, str]:

@@ -33,11 +33,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from deploy.ports import free_port
+from export.bench import cpu_name
 from export.bundle import BENCH_FILE, load_bundle
 from loadtest.checks import check_classify, labels_from_info
 from loadtest.messages import load_messages
-from loadtest.servers import ServerError, ServerProcess, baseline_command, free_port, service_command
+from loadtest.servers import ServerError, ServerProcess, baseline_command, service_command
 from loadtest.wrk import WrkError, run_wrk, write_bodies
+from service.engine import available_cores
 
 OURS = "ours"
 BASELINE = "baseline"
@@ -72,23 +75,6 @@ TARGETS = (
     ),
     Target("p50_ms_c1", "p50 latency at concurrency 1 (ms)", 10.0, False),
 )
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def baseline_checkpoint(run_dir: Path, bundle_version: str) -> Path:
@@ -141,7 +127,7 @@ def measure(
     figures = result.to_dict()
     figures["server_cpu_cores"] = server_cpu / result.duration_s
     figures["loadgen_cpu_cores"] = result.cpu_seconds / result.duration_s
-    figures["loadgen_cpu_share"] = result.cpu_seconds / (result.duration_s * cores())
+    figures["loadgen_cpu_share"] = result.cpu_seconds / (result.duration_s * available_cores())
     # CPU time per answered request: unlike req/s, it barely moves when other work shares the machine.
     answered = result.throughput_rps * result.duration_s
     figures["server_cpu_ms_per_request"] = 1000 * server_cpu / answered if answered else math.nan
@@ -433,14 +419,15 @@ def main(argv: list[str] | None = None) -> int:
     bodies = write_bodies(({"text": text} for text in messages.texts), args.out / "bodies.jsonl")
     logs = args.out / "logs"
     started = time.monotonic()
-    print(f"bench: {len(messages.texts)} messages from {messages.source}; {cores()} cores ({cpu_model()})")
+    cores = available_cores()
+    print(f"bench: {len(messages.texts)} messages from {messages.source}; {cores} cores ({cpu_name()})")
 
     results: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m loadtest.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {
-            "cores": cores(),
-            "cpu": cpu_model(),
+            "cores": available_cores(),
+            "cpu": cpu_name(),
             "python": platform.python_version(),
             # Other work on the machine skews every figure; the load average says how busy it was.
             "loadavg_1m_at_start": os.getloadavg()[0],

@@ -719,7 +719,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with contextlib.ExitStack() as stack:
         if args.model_dir is not None:
-            from loadtest.servers import ServerProcess, free_port, service_command
+            from deploy.ports import free_port
+            from loadtest.servers import ServerProcess, service_command
 
             port = free_port()
             server = ServerProcess(

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from loadtest.servers import free_port
+from deploy.ports import free_port
 from loadtest.soak import (
     CONNECTION_ERROR,
     LoadRun,
