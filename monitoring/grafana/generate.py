@@ -207,8 +207,8 @@ def rows(t: Thresholds) -> list[Row]:
                 ),
                 Panel(
                     "Rejections by reason",
-                    "Requests refused before inference per second: queue_full and deadline mean overload, "
-                    "not_ready and shutting_down mean restarts.",
+                    "Requests refused before inference per second: queue_full, in_flight and deadline mean "
+                    "overload, not_ready and shutting_down mean restarts.",
                     [(rate("textclf_rejections_total", SEL, "reason"), "{{reason}}")],
                     unit="reqps",
                     width=12,

@@ -289,9 +289,9 @@ def alert_rules(t: Thresholds) -> list[dict[str, Any]]:
             summary="textclf refuses {{ $value | humanizePercentage }} of API requests (429/503)",
             description=f"""
             More than {_pct(t.rejection_ratio)} of API requests were refused over 5 minutes. The
-            'Rejections by reason' panel says why: queue_full or deadline = overloaded (see QueueSaturation;
-            add capacity), not_ready or shutting_down = replicas restarting (check the deploy and the
-            readiness probe).""",
+            'Rejections by reason' panel says why: queue_full, in_flight or deadline = overloaded (see
+            QueueSaturation; add capacity), not_ready or shutting_down = replicas restarting (check the deploy
+            and the readiness probe).""",
         ),
     ]
 
