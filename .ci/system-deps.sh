@@ -14,7 +14,7 @@ missing=($(printf '%s\n' "${missing[@]}" | sort -u))
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   echo "installing Debian packages: ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 else
   echo "error: the tests need these Debian packages: ${missing[*]}" >&2
   echo "       install them with: sudo apt-get install -y ${missing[*]}" >&2
