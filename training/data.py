@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from export.bundle import sha256_file
 from training.config import BUILTIN_DATASET, SPLITS, Config, ConfigError, load_config
 
 log = logging.getLogger("training.data")
@@ -100,14 +101,6 @@ def label_counts(rows: list[dict[str, Any]], labels: list[str]) -> dict[str, int
     for row in rows:
         counts.update(row["labels"] if "labels" in row else [row["label"]])
     return {label: counts.get(label, 0) for label in labels}
-
-
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------

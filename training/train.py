@@ -46,6 +46,20 @@ from training.model import load_model, load_tokenizer, resolve_base
 
 log = logging.getLogger("training")
 
+# Files every run directory holds (docs/CONTRACTS.md section 2); the exporter and the tests rely on them.
+RUN_DIR_FILES = (
+    "model/config.json",
+    "model/model.safetensors",
+    "model/tokenizer.json",
+    "config.yaml",
+    "metrics.json",
+    "data.json",
+    "eval/test.jsonl",
+    "eval/validation.jsonl",
+    "training_curves.png",
+    "confusion_matrix.png",
+)
+
 
 def seed_everything(seed: int, deterministic: bool) -> None:
     import torch

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from training.data import CSV_SHA256
+from training.train import RUN_DIR_FILES
 
 pytestmark = [pytest.mark.quality, pytest.mark.slow]
 
@@ -31,18 +32,7 @@ def test_quick_profile_reaches_the_f1_target(quick_run_dir: Path) -> None:
 
 
 def test_quick_run_directory_is_complete(quick_run_dir: Path) -> None:
-    for name in (
-        "model/config.json",
-        "model/model.safetensors",
-        "model/tokenizer.json",
-        "config.yaml",
-        "metrics.json",
-        "data.json",
-        "eval/test.jsonl",
-        "eval/validation.jsonl",
-        "training_curves.png",
-        "confusion_matrix.png",
-    ):
+    for name in RUN_DIR_FILES:
         assert (quick_run_dir / name).is_file(), name
     data = _load(quick_run_dir, "data.json")
     assert data["sha256"] == CSV_SHA256

@@ -15,7 +15,7 @@ import yaml
 from training.__main__ import main as training_main
 from training.config import load_config
 from training.data import read_jsonl
-from training.train import class_weights, run
+from training.train import RUN_DIR_FILES, class_weights, run
 
 pytestmark = pytest.mark.unit
 
@@ -69,18 +69,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> Pa
 
 
 def test_run_directory_holds_every_contract_file(trained: Path) -> None:
-    for name in (
-        "model/config.json",
-        "model/model.safetensors",
-        "model/tokenizer.json",
-        "config.yaml",
-        "metrics.json",
-        "data.json",
-        "eval/test.jsonl",
-        "eval/validation.jsonl",
-        "training_curves.png",
-        "confusion_matrix.png",
-    ):
+    for name in RUN_DIR_FILES:
         assert (trained / name).is_file(), name
     for plot in ("training_curves.png", "confusion_matrix.png"):
         assert (trained / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
