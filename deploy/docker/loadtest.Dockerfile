@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The load generator for `docker compose --profile loadtest up locust`: Locust + the project's load test.
 #
 #   docker build -f deploy/docker/loadtest.Dockerfile -t textclf-loadtest:0.1.0 .
@@ -24,7 +23,8 @@ print('\n'.join(p['dependencies'] + p['optional-dependencies']['loadtest']))" > 
  && pip install --constraint constraints.txt --requirement /tmp/loadtest-requirements.txt \
  && rm /tmp/loadtest-requirements.txt
 COPY loadtest/ loadtest/
-COPY --chmod=0755 deploy/docker/locust-entrypoint.sh /usr/local/bin/locust-entrypoint.sh
+# Run through sh rather than COPY --chmod (BuildKit only), so the classic builder builds this image too.
+COPY deploy/docker/locust-entrypoint.sh /usr/local/bin/locust-entrypoint.sh
 RUN groupadd --system --gid 10001 textclf \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin textclf \
  && mkdir -p /app/reports \
@@ -33,4 +33,4 @@ RUN groupadd --system --gid 10001 textclf \
 VOLUME ["/app/reports"]
 USER 10001:10001
 EXPOSE 8089
-ENTRYPOINT ["/usr/local/bin/locust-entrypoint.sh"]
+ENTRYPOINT ["/bin/sh", "/usr/local/bin/locust-entrypoint.sh"]

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # A data-only image that carries one model bundle, for the Kubernetes init container (deploy/k8s/deployment.yaml)
 # that copies it into the pod's emptyDir. The model then versions and rolls out like any image:
 #

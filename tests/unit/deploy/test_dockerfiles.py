@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import itertools
 import os
 import re
 import shutil
@@ -40,10 +41,15 @@ class Instruction:
 
 def parse(path: Path) -> list[Instruction]:
     """Instructions with continuation lines joined and comments dropped; ``stage`` counts FROM lines."""
+    return parse_text(path.read_text(encoding="utf-8"))
+
+
+def parse_text(text: str) -> list[Instruction]:
+    """:func:`parse` on a Dockerfile's text."""
     instructions: list[Instruction] = []
     stage = -1
     buffer = ""
-    for raw in path.read_text(encoding="utf-8").splitlines():
+    for raw in text.splitlines():
         line = raw.strip()
         if not line or (line.startswith("#") and not buffer) or (buffer and line.startswith("#")):
             continue
@@ -416,3 +422,157 @@ def test_import_walker_follows_project_modules_and_lazy_imports() -> None:
     # `import uvicorn` sits inside serve(); onnxruntime comes through service.app -> service.engine.
     assert {"uvicorn", "onnxruntime", "litestar", "msgspec"} <= imported
     assert "torch" not in imported
+
+
+# --- Does each image copy the project code its entry point runs? ------------------------------------------
+# The trainer image once copied training/, export/ and deploy/ but not service/, which export/ imports: the
+# static checks passed and the container died with `No module named 'service'` after training. These tests
+# compute what an entry point runs from our own packages and check the Dockerfile's COPY lines against it.
+
+PYTHON_M = re.compile(r"\bpython3?\s+-m\s+([A-Za-z_][\w.]*)")
+LOCUST_F = re.compile(r"\blocust\s+-f\s+/app/(\S+\.py)")
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for statement in node.body:
+                skipped.update(id(child) for child in ast.walk(statement))
+    return skipped
+
+
+def _resolve_relative(module: str, node: ast.ImportFrom, is_package: bool) -> str:
+    parts = module.split(".")
+    base = parts if is_package else parts[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join([*base, node.module] if node.module else base)
+
+
+def _started_modules(tree: ast.AST) -> set[str]:
+    """Modules the code starts as ``python -m X`` children: a list/tuple literal holding ``"-m", "X"``."""
+    started = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.List | ast.Tuple):
+            values = [e.value if isinstance(e, ast.Constant) else None for e in node.elts]
+            for flag, name in itertools.pairwise(values):
+                if flag == "-m" and isinstance(name, str):
+                    started.add(name)
+    return started
+
+
+def _internal_names(path: Path, module: str) -> tuple[set[str], set[str]]:
+    """Our own modules that ``path`` imports (at module level or inside functions: lazy imports run too), and
+    those it starts as ``python -m`` children; ``if TYPE_CHECKING:`` blocks never run and are left out."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped = _type_checking_nodes(tree)
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = _resolve_relative(module, node, path.name == "__init__.py")
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+
+    def ours(found: set[str]) -> set[str]:
+        return {name for name in found if name.split(".")[0] in INTERNAL}
+
+    return ours(names), ours(_started_modules(tree))
+
+
+def project_closure(entry_modules: list[str]) -> set[str]:
+    """Repository files (relative paths) that ``python -m`` on each entry module executes: the modules it
+    imports, their parent packages, ``__main__`` of a package run with ``-m``, and the same again for every
+    ``python -m X`` child process the code starts."""
+    todo = [(module, True) for module in entry_modules]
+    seen: set[tuple[str, bool]] = set()
+    files: set[str] = set()
+    while todo:
+        module, run_as_main = todo.pop()
+        if (module, run_as_main) in seen:
+            continue
+        seen.add((module, run_as_main))
+        path = _module_file(module)
+        if path is None:
+            continue  # `from package import name` where name is not a module
+        files.add(str(path.relative_to(REPO)))
+        parts = module.split(".")
+        todo.extend((".".join(parts[:i]), False) for i in range(1, len(parts)))
+        if run_as_main and path.name == "__init__.py":
+            todo.append((f"{module}.__main__", False))  # `python -m package` runs package/__main__.py
+        imported, started = _internal_names(path, module)
+        todo.extend((name, False) for name in imported)
+        todo.extend((name, True) for name in started)
+    return files
+
+
+def entry_modules(dockerfile_text: str) -> list[str]:
+    """What the image runs: ``python -m X`` in its ENTRYPOINT, or in the shell script the ENTRYPOINT starts
+    (``python -m X``, ``locust -f /app/<file>.py``) when that script is copied from the repository."""
+    final = final_stage(parse_text(dockerfile_text))
+    entry = [i.args for i in final if i.keyword == "ENTRYPOINT"]
+    if not entry:
+        return []
+    text = entry[-1]
+    modules = PYTHON_M.findall(text.replace('", "', " ").replace('","', " "))
+    scripts = [w.strip('[]",') for w in text.split() if w.strip('[]",').endswith(".sh")]
+    for script in scripts:
+        for instruction in final:
+            words = [w for w in instruction.args.split() if not w.startswith("--")]
+            if instruction.keyword == "COPY" and words and words[-1] == script:
+                body = (REPO / words[0]).read_text(encoding="utf-8")
+                modules += PYTHON_M.findall(body)
+                modules += [f.removesuffix(".py").replace("/", ".") for f in LOCUST_F.findall(body)]
+    return modules
+
+
+def uncopied_files(dockerfile_text: str, dockerfile: Path) -> set[str]:
+    """Files in the entry points' closure that no COPY line of the Dockerfile brings into the image."""
+    instructions = parse_text(dockerfile_text)
+    patterns = dockerignore_patterns(dockerfile)
+    sources = [s.rstrip("/") for s in copy_sources(instructions)]
+    closure = project_closure(entry_modules(dockerfile_text))
+    assert closure, "the entry point resolved to no project file: the parser is broken"
+
+    def copied(relative: str) -> bool:
+        inside = any(relative == s or relative.startswith(f"{s}/") or s == "." for s in sources)
+        return inside and not ignored(relative, patterns)
+
+    return {relative for relative in closure if not copied(relative)}
+
+
+PYTHON_IMAGES = [SERVICE, TRAINING, LOADTEST]
+
+
+@pytest.mark.parametrize("dockerfile", PYTHON_IMAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_image_copies_the_code_its_entry_point_runs(dockerfile: Path) -> None:
+    missing = uncopied_files(dockerfile.read_text(encoding="utf-8"), dockerfile)
+    assert not missing, f"{dockerfile.relative_to(REPO)} runs {sorted(missing)} but does not COPY them"
+
+
+def test_trainer_closure_follows_child_processes_and_cross_package_imports() -> None:
+    closure = project_closure(entry_modules(TRAINING.read_text(encoding="utf-8")))
+    # deploy.trainer starts `python -m training.data`, `-m training` and `-m export` as child processes;
+    # export.parity imports service.engine.
+    assert {"deploy/trainer.py", "training/__main__.py", "training/data.py", "export/__main__.py"} <= closure
+    assert "service/engine.py" in closure
+    assert "service/app.py" not in closure, "the trainer never starts the web app"
+
+
+def test_loadtest_entry_points_come_from_its_shell_script() -> None:
+    assert set(entry_modules(LOADTEST.read_text(encoding="utf-8"))) == {"loadtest.run", "loadtest.locustfile"}
+
+
+def test_copy_check_fails_on_the_trainer_dockerfile_without_service() -> None:
+    """The Dockerfile as it was before the fix (no `COPY service/`): the check names the missing modules."""
+    text = TRAINING.read_text(encoding="utf-8")
+    broken = "\n".join(line for line in text.splitlines() if not line.startswith("COPY service/"))
+    assert broken != text
+    missing = uncopied_files(broken, TRAINING)
+    assert "service/engine.py" in missing
+    assert "service/__init__.py" in missing
