@@ -7,12 +7,16 @@ stack (``python -m deploy.stack``)::
 
 A bundle counts as present when its ``manifest.json`` exists; then nothing runs, so ``docker compose up`` a
 second time starts the API at once. Delete the bundle folder (or the ``models`` volume) to retrain.
+
+``--export-args`` (env ``TEXTCLF_EXPORT_ARGS``) passes more options to ``python -m export``, e.g.
+``--no-bench`` to skip the speed report (``make compose-test`` does, to stay within its time budget).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -40,12 +44,21 @@ def bundle_exists(model_dir: Path) -> bool:
     return (model_dir / MANIFEST_FILE).is_file()
 
 
-def pipeline_steps(config: str, model_dir: Path, run_dir: str, python: str = sys.executable) -> list[Step]:
+def pipeline_steps(
+    config: str,
+    model_dir: Path,
+    run_dir: str,
+    python: str = sys.executable,
+    export_args: Sequence[str] = (),
+) -> list[Step]:
     """The data -> train -> export commands, the same ones ``make data train export`` runs."""
     return [
         Step("data", [python, "-m", "training.data", "--config", config]),
         Step("train", [python, "-m", "training", "--config", config]),
-        Step("export", [python, "-m", "export", "--run-dir", run_dir, "--out", str(model_dir), "--force"]),
+        Step(
+            "export",
+            [python, "-m", "export", "--run-dir", run_dir, "--out", str(model_dir), "--force", *export_args],
+        ),
     ]
 
 
@@ -68,12 +81,14 @@ def ensure_bundle(
     model_dir: Path,
     run_dir: str = DEFAULT_RUN_DIR,
     runner: Callable[[list[str]], int] | None = None,
+    export_args: Sequence[str] = (),
 ) -> int:
     """Build the bundle unless it exists. Returns 0 on success or nothing to do, else the failing code."""
     if bundle_exists(model_dir):
         print(f"[trainer] bundle already present in {model_dir}: nothing to do", flush=True)
         return 0
-    code = run_steps(pipeline_steps(config, model_dir, run_dir), runner)
+    steps = pipeline_steps(config, model_dir, run_dir, export_args=export_args)
+    code = run_steps(steps, runner)
     if code == 0 and not bundle_exists(model_dir):
         print(f"[trainer] export finished but {model_dir / MANIFEST_FILE} is missing", file=sys.stderr)
         return 1
@@ -100,12 +115,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--run-dir", default=DEFAULT_RUN_DIR, help="Run directory the exporter reads (default %(default)s)."
     )
+    parser.add_argument(
+        "--export-args",
+        default=os.environ.get("TEXTCLF_EXPORT_ARGS", ""),
+        help="More `python -m export` options, shell-quoted, e.g. '--no-bench' (env TEXTCLF_EXPORT_ARGS).",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    return ensure_bundle(args.config, args.model_dir, args.run_dir)
+    return ensure_bundle(args.config, args.model_dir, args.run_dir, export_args=shlex.split(args.export_args))
 
 
 if __name__ == "__main__":

@@ -78,3 +78,21 @@ def test_cli_reads_config_and_model_dir_from_the_environment(monkeypatch: pytest
     assert args.config == "training/configs/full.yaml"
     assert args.model_dir == Path("/models/x")
     assert trainer.parse_args(["--config", "a.yaml"]).config == "a.yaml"
+
+
+def test_export_args_reach_the_export_step_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TEXTCLF_EXPORT_ARGS", "--no-bench --parity-sample '500'")
+    args = trainer.parse_args(["--model-dir", str(tmp_path / "m")])
+    runner = Recorder()
+    monkeypatch.setattr(trainer, "_run", runner)
+    assert trainer.main(["--model-dir", str(tmp_path / "m")]) == 0
+    assert args.export_args == "--no-bench --parity-sample '500'"
+    data, train, export = runner.calls
+    assert export[-3:] == ["--no-bench", "--parity-sample", "500"]
+    assert "--no-bench" not in data + train
+
+
+def test_no_export_args_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEXTCLF_EXPORT_ARGS", raising=False)
+    steps = trainer.pipeline_steps("c.yaml", Path("m"), "r")
+    assert steps[-1].argv[-1] == "--force"
