@@ -1,6 +1,7 @@
 """Locust scenarios for the classification service.
 
-Web UI (http://localhost:8089)::
+Web UI (http://127.0.0.1:8089; this file makes Locust listen on 127.0.0.1 unless ``--web-host`` or
+``LOCUST_WEB_HOST`` asks for another address, e.g. ``--web-host 0.0.0.0`` inside a container)::
 
     locust -f loadtest/locustfile.py --host http://127.0.0.1:8000
 
@@ -19,7 +20,9 @@ time went. They are not HTTP requests: Locust's "Aggregated" row counts them too
 failures from the HTTP rows (``loadtest/slo.py`` does).
 
 Knobs (environment): ``LOADTEST_WAIT_SECONDS`` (max think time per user, default 0: closed loop),
-``LOADTEST_MESSAGES`` (a JSON-lines file with ``text`` fields).
+``LOADTEST_MESSAGES`` (a JSON-lines file with ``text`` fields), ``TEXTCLF_API_KEY`` or
+``TEXTCLF_API_KEY_FILE`` (every request then carries ``Authorization: Bearer <key>``, as the service requires
+when it has a key; see ``loadtest/auth.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any, ClassVar
 
 from locust import FastHttpUser, between, events, task
 
+from loadtest.auth import api_key_from_env
 from loadtest.checks import TIMING_HEADERS, check_classify, labels_from_info, parse_timing_ms
 from loadtest.messages import load_messages
 
@@ -38,17 +42,30 @@ MESSAGES = load_messages()
 TEXTS = MESSAGES.texts
 BATCH_SIZES = (8, 32)
 SERVER_REQUEST_TYPE = "server"
+API_KEY = api_key_from_env()
+# Locust's own default is every interface: anyone on the network could start load against the service.
+DEFAULT_WEB_HOST = "127.0.0.1"
+
+
+@events.init_command_line_parser.add_listener
+def _web_ui_on_loopback(parser: Any) -> None:
+    # A default only: --web-host, LOCUST_WEB_HOST and Locust's config files still override it.
+    parser.set_defaults(web_host=DEFAULT_WEB_HOST)
 
 
 @events.init.add_listener
 def _announce(environment: Any, **_: Any) -> None:
     print(f"loadtest: {len(TEXTS)} messages from {MESSAGES.source}", flush=True)
+    if API_KEY is not None:
+        print(f"loadtest: sending the API key from {API_KEY.source}", flush=True)
 
 
 class ClassifyUser(FastHttpUser):
     """A client of the classification API."""
 
     wait_time = between(0.0, float(os.environ.get("LOADTEST_WAIT_SECONDS", "0")))
+    # Sent with every request (the health probe ignores it); None when the service runs without a key.
+    default_headers = API_KEY.headers() if API_KEY else None
     # Labels are shared by every user in this process: read once from /info.
     labels: ClassVar[list[str] | None] = None
 

@@ -7,8 +7,13 @@
 Writes into ``reports/loadtest/<UTC timestamp>/``: Locust's CSVs (``locust_stats.csv``,
 ``locust_stats_history.csv``, ``locust_failures.csv``, ``locust_exceptions.csv``), its HTML report
 (``report.html``), ``latency.png`` (p50/p95/p99 and requests/s over time) and ``slo.txt`` (the verdict).
-Exits non-zero when the service is not ready, Locust fails to run, or an SLO bound (``loadtest/slo.yaml``) is
-missed; the last lines printed name the missed bound.
+
+Exit codes (``loadtest/exit_codes.py``): 0 every SLO bound met; 1 a bound in ``loadtest/slo.yaml`` missed (the
+last line names it); 2 bad arguments; 3 the SLO file is invalid; 4 the service is not ready; 5 the service
+refused the API key (or ``TEXTCLF_API_KEY_FILE`` is unreadable); 6 Locust failed or left no stats.
+
+When ``TEXTCLF_API_KEY`` or ``TEXTCLF_API_KEY_FILE`` is set, every request carries ``Authorization: Bearer
+<key>`` (``loadtest/auth.py``); the key is checked once against ``/info`` before the run.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from loadtest import plots, slo
+from loadtest.auth import ApiKey, ApiKeyError, api_key_from_env
+from loadtest.exit_codes import ExitCode
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CSV_PREFIX = "locust"
@@ -47,6 +54,27 @@ def wait_ready(host: str, timeout: float) -> str | None:
         if time.monotonic() >= deadline:
             return problem
         time.sleep(0.5)
+
+
+def check_access(host: str, key: ApiKey | None) -> str | None:
+    """``GET /info`` with the key, if any. Returns ``None`` unless the service refuses it (401/403), so a run
+    with a missing or wrong key stops at once instead of collecting thousands of failed requests."""
+    headers = key.headers() if key else {}
+    request = urllib.request.Request(f"{host.rstrip('/')}/info", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            return None
+    except urllib.error.HTTPError as exc:
+        if exc.code not in (401, 403):
+            return None  # not an access problem; the run's own checks will report it
+        if key is None:
+            return (
+                f"{host}/info answered {exc.code}: the service requires an API key; "
+                "set TEXTCLF_API_KEY or TEXTCLF_API_KEY_FILE to the service's key"
+            )
+        return f"{host}/info answered {exc.code}: the service refused the API key from {key.source}"
+    except (urllib.error.URLError, OSError):
+        return None  # it was ready a moment ago; Locust will count what fails
 
 
 def locust_command(args: argparse.Namespace, out_dir: Path) -> list[str]:
@@ -95,23 +123,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-timeout", type=float, default=10.0, help="seconds to wait for /health/ready")
     args = parser.parse_args(argv)
 
-    # Fail on a bad SLO file before spending the run's time.
+    # Fail on a bad SLO file or key file before spending the run's time.
     try:
         bounds = slo.load_slo(args.slo)
     except slo.SloError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.INVALID_SLO
+    try:
+        key = api_key_from_env()
+    except ApiKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.UNAUTHORIZED
     if problem := wait_ready(args.host, args.ready_timeout):
         print(
             f"error: {args.host}/health/ready is not answering 200 ({problem}); start the service first "
             "(make serve)",
             file=sys.stderr,
         )
-        return 2
+        return ExitCode.NOT_READY
+    if problem := check_access(args.host, key):
+        print(f"error: {problem}", file=sys.stderr)
+        return ExitCode.UNAUTHORIZED
 
     out_dir = args.out / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"loadtest: {args.users} users for {args.duration} against {args.host} -> {out_dir}", flush=True)
+    if key is not None:
+        print(f"loadtest: sending the API key from {key.source}", flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     completed = subprocess.run(locust_command(args, out_dir), check=False)
@@ -126,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if completed.returncode != 0:
         print(f"error: locust exited with {completed.returncode}", file=sys.stderr)
-        return completed.returncode or 1
+        return ExitCode.LOAD_FAILED
 
     history = out_dir / f"{CSV_PREFIX}_stats_history.csv"
     if history.is_file():
@@ -135,11 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         outcomes = slo.evaluate(bounds, slo.read_stats(out_dir / f"{CSV_PREFIX}_stats.csv"))
     except slo.SloError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.LOAD_FAILED
     verdict = slo.report(outcomes)
     (out_dir / "slo.txt").write_text(f"{verdict}\n{load_note}\n", encoding="utf-8")
     print(f"\nSLO check ({args.slo}):\n{verdict}\n{load_note}\nreports: {out_dir}")
-    return 0 if all(outcome.passed for outcome in outcomes) else 1
+    return ExitCode.SLO_MET if all(outcome.passed for outcome in outcomes) else ExitCode.SLO_MISSED
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 
     python -m loadtest.slo --stats reports/loadtest/<run>/locust_stats.csv [--slo loadtest/slo.yaml]
 
-Exits 0 when every bound is met, 1 naming each missed bound, 2 when the SLO file or the stats are unusable.
+Exits 0 when every bound is met, 1 naming each missed bound, 3 when the SLO file is unusable, 6 when the stats
+are (``loadtest/exit_codes.py``).
 Rows of type ``server`` (the service's timing headers, reported by the locustfile) and Locust's "Aggregated"
 row are not HTTP requests and are left out of the failure ratio and throughput.
 """
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from loadtest.exit_codes import ExitCode
 
 DEFAULT_SLO = Path(__file__).with_name("slo.yaml")
 PERCENTILES = ("p50", "p90", "p95", "p99")
@@ -201,12 +204,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slo", type=Path, default=DEFAULT_SLO, help="bounds file (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        outcomes = evaluate(load_slo(args.slo), read_stats(args.stats))
+        bounds = load_slo(args.slo)
     except SloError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.INVALID_SLO
+    try:
+        stats = read_stats(args.stats)
+    except SloError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.LOAD_FAILED
+    outcomes = evaluate(bounds, stats)
     print(report(outcomes))
-    return 0 if all(outcome.passed for outcome in outcomes) else 1
+    return ExitCode.SLO_MET if all(outcome.passed for outcome in outcomes) else ExitCode.SLO_MISSED
 
 
 if __name__ == "__main__":

@@ -90,6 +90,7 @@ def run_wrk(
     *,
     threads: int = 1,
     timeout_s: float = 60.0,
+    authorization: str | None = None,
 ) -> WrkResult:
     """Drive ``url`` (e.g. ``http://127.0.0.1:8000/classify``) for ``duration_s`` seconds.
 
@@ -101,10 +102,15 @@ def run_wrk(
         threads: wrk threads; one is enough for the rates here and leaves more CPU to the server.
         timeout_s: A request slower than this counts as a timeout and drops out of the latency figures, so
             it is set far above any latency we expect (wrk's 2 s default would hide a slow baseline's tail).
+        authorization: ``Authorization`` header value for every request (``"Bearer <key>"``), or ``None``.
+            It reaches wrk through its environment, never its command line (which ``ps`` shows).
     """
     with tempfile.TemporaryDirectory(prefix="wrk-") as tmp:
         result_file = Path(tmp) / "summary.json"
         env = {**os.environ, "WRK_BODIES": str(bodies_file), "WRK_RESULT": str(result_file)}
+        env.pop("WRK_AUTHORIZATION", None)
+        if authorization:
+            env["WRK_AUTHORIZATION"] = authorization
         command = [
             wrk_binary(),
             f"--threads={max(1, min(threads, connections))}",

@@ -1,13 +1,18 @@
 -- wrk script for the benchmark (loadtest/bench.py): closed-loop POSTs of JSON bodies, then a JSON summary.
 --   WRK_BODIES  file with one JSON request body per line (sent in turn, each connection cycling through them)
 --   WRK_RESULT  file the summary is written to (latencies in microseconds, as wrk measures them)
+--   WRK_AUTHORIZATION  optional Authorization header value (e.g. "Bearer <key>"), sent with every request
 local bodies_path = os.getenv("WRK_BODIES")
 local result_path = os.getenv("WRK_RESULT")
+local authorization = os.getenv("WRK_AUTHORIZATION")
 local prepared = {}
 local position = 0
 
 function init(args)
   local headers = { ["Content-Type"] = "application/json" }
+  if authorization ~= nil and #authorization > 0 then
+    headers["Authorization"] = authorization
+  end
   for line in io.lines(bodies_path) do
     if #line > 0 then
       prepared[#prepared + 1] = wrk.format("POST", wrk.path, headers, line)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.exit_codes import ExitCode
 from tests.fixtures.server import ServiceProcess, run_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -80,5 +81,11 @@ def test_loadtest_refuses_to_start_without_a_ready_service(tmp_path: Path) -> No
     from tests.fixtures.server import free_port
 
     completed = run_loadtest(f"http://127.0.0.1:{free_port()}", LOOSE_SLO, tmp_path, users=1, duration="2s")
-    assert completed.returncode == 2
+    assert completed.returncode == ExitCode.NOT_READY == 4
     assert "start the service first" in completed.stderr
+
+
+def test_invalid_slo_file_has_its_own_exit_code(service: ServiceProcess, tmp_path: Path) -> None:
+    completed = run_loadtest(service.base_url, "max_failure_ratio: lots\n", tmp_path, users=1, duration="2s")
+    assert completed.returncode == ExitCode.INVALID_SLO == 3
+    assert "field 'max_failure_ratio' must be a number" in completed.stderr

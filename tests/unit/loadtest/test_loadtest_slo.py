@@ -153,11 +153,19 @@ def test_unparsable_or_missing_slo_file_is_a_clear_error(tmp_path: Path) -> None
         slo.load_slo(tmp_path / "absent.yaml")
 
 
-def test_cli_bad_slo_exits_2_with_file_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_bad_slo_has_its_own_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     stats = write_stats(tmp_path / "stats.csv", healthy_rows())
     bad = write_slo(tmp_path / "slo.yaml", "max_failure_ratio: nope\nmin_throughput_rps: 1\n")
-    assert slo.main(["--stats", str(stats), "--slo", str(bad)]) == 2
+    assert slo.main(["--stats", str(stats), "--slo", str(bad)]) == 3
     assert f"{bad}: field 'max_failure_ratio'" in capsys.readouterr().err
+
+
+def test_cli_unusable_stats_exit_code_differs_from_a_bad_slo_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    slo_file = write_slo(tmp_path / "slo.yaml", SLO_TEXT)
+    assert slo.main(["--stats", str(tmp_path / "absent.csv"), "--slo", str(slo_file)]) == 6
+    assert "stats file not found" in capsys.readouterr().err
 
 
 def test_stats_file_that_is_not_locust_output_is_rejected(tmp_path: Path) -> None:
