@@ -6,6 +6,15 @@
 # for LOADTEST_DURATION and exits non-zero when the SLO gate (loadtest/slo.yaml) fails; its reports go to
 # /app/reports/loadtest/<UTC timestamp>/.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+# The requirement list alone, in its own stage: the dependency layer below is cached on this file's content, so
+# edits to other parts of pyproject.toml do not reinstall it.
+FROM ${PYTHON_IMAGE} AS requirements
+WORKDIR /src
+COPY pyproject.toml ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['loadtest']))" > requirements.txt
+
 FROM ${PYTHON_IMAGE}
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -16,12 +25,10 @@ ENV PIP_NO_CACHE_DIR=1 \
     HOME=/tmp \
     MPLCONFIGDIR=/tmp/matplotlib
 WORKDIR /app
-COPY pyproject.toml constraints.txt README.md ./
+COPY --from=requirements /src/requirements.txt /tmp/loadtest-requirements.txt
+COPY constraints.txt ./
 RUN python -m venv /opt/venv \
- && python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['loadtest']))" > /tmp/loadtest-requirements.txt \
- && pip install --constraint constraints.txt --requirement /tmp/loadtest-requirements.txt \
- && rm /tmp/loadtest-requirements.txt
+ && pip install --constraint constraints.txt --requirement /tmp/loadtest-requirements.txt
 COPY loadtest/ loadtest/
 # Run through sh rather than COPY --chmod (BuildKit only), so the classic builder builds this image too.
 COPY deploy/docker/locust-entrypoint.sh /usr/local/bin/locust-entrypoint.sh
