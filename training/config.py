@@ -223,11 +223,26 @@ class TrainConfig:
     max_steps: int | None = field(
         default=None, metadata=_doc("Stop after this many optimizer steps in total (null: no limit).")
     )
+    time_budget_minutes: float | None = field(
+        default=None,
+        metadata=_doc(
+            "Wall-clock budget for the training loop (null: none). The learning-rate schedule follows "
+            "whichever of steps or time is further along, so the rate still decays to 0 when a busy machine "
+            "makes the planned steps too slow; training stops when either runs out."
+        ),
+    )
     batch_size: int = field(
         default=32, metadata=_doc("Training examples per optimizer step (per process under torchrun).")
     )
     eval_batch_size: int = field(default=64, metadata=_doc("Examples per forward pass when evaluating."))
     learning_rate: float = field(default=5e-5, metadata=_doc("Peak AdamW learning rate."))
+    head_learning_rate: float | None = field(
+        default=None,
+        metadata=_doc(
+            "Peak learning rate of the new classifier head (null: `learning_rate`). A fresh linear layer "
+            "tolerates a larger step than the pretrained encoder."
+        ),
+    )
     weight_decay: float = field(
         default=0.01, metadata=_doc("AdamW weight decay (not applied to biases and LayerNorm weights).")
     )
@@ -241,6 +256,14 @@ class TrainConfig:
         default="none",
         metadata=_doc(
             "`balanced` weights the loss by inverse label frequency (multi-label: positive weight per label)."
+        ),
+    )
+    tune_decision_threshold: bool = field(
+        default=True,
+        metadata=_doc(
+            "Binary tasks: pick the cut on P(second label) that maximises validation macro-F1 and fold it "
+            "into the classifier bias, so the exported model's argmax applies it (the baseline gets the same "
+            "tuning). Multi-label tasks always tune one threshold per label."
         ),
     )
     eval_every_steps: int | None = field(

@@ -93,3 +93,53 @@ def load_model(base: str, labels: list[str], problem_type: str) -> Any:
         len(labels),
     )
     return model
+
+
+def fold_decision_threshold(model: Any, threshold: float) -> None:
+    """Make the argmax of a two-label softmax head decide ``P(second label) >= threshold``.
+
+    Subtracting ``logit(threshold)`` from the second label's bias shifts ``z1 - z0`` by that amount, so the
+    exported graph and the service (which take the argmax) apply the threshold tuned on validation without
+    knowing about it. Rankings and ROC-AUC are unchanged; the reported probabilities move with the cut.
+
+    Raises:
+        ModelError: when the model has no two-output linear head.
+    """
+    import math
+
+    import torch
+
+    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 2]
+    if not heads or heads[-1].bias is None:
+        raise ModelError("cannot fold a decision threshold: no two-output linear head with a bias")
+    with torch.no_grad():
+        heads[-1].bias[1] -= math.log(threshold / (1.0 - threshold))
+
+
+def classifier_head(model: Any) -> Any:
+    """The output layer: the last linear layer with one output per label."""
+    import torch
+
+    n_labels = model.config.num_labels
+    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == n_labels]
+    if not heads:
+        raise ModelError(f"no linear output layer with {n_labels} outputs")
+    return heads[-1]
+
+
+def init_head_bias_to_prior(model: Any, prior: Any) -> None:
+    """Multi-label: start each sigmoid at its label's training prior instead of at 0.5.
+
+    A new head with bias 0 says "50%" for every label while the average label here has a 6% prior. The
+    first hundreds of steps then spend the whole gradient on "say no to everything"; AdamW moves the bias
+    only about one learning rate per step (1e-4), so the encoder is bent to do it instead and collapses
+    to a constant predictor (micro-F1 0.24, the prior's score). Starting at ``logit(prior)`` removes that
+    pressure: the loss starts at the prior's entropy and every step goes to telling messages apart.
+    """
+    import numpy as np
+    import torch
+
+    clipped = np.clip(np.asarray(prior, dtype=np.float64), 1e-4, 1 - 1e-4)
+    head = classifier_head(model)
+    with torch.no_grad():
+        head.bias.copy_(torch.as_tensor(np.log(clipped / (1 - clipped)), dtype=head.bias.dtype))

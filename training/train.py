@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from training import distributed
+from training.baseline import comparison_lines, fit_baseline
 from training.config import Config
 from training.data import Prepared, label_counts, load_prepared, subset, write_jsonl
 from training.evaluate import (
@@ -40,9 +41,18 @@ from training.evaluate import (
     plot_confusion_matrix,
     plot_training_curves,
     predict_scores,
+    shift_binary_scores,
+    tune_decision_threshold,
     tune_thresholds,
 )
-from training.model import load_model, load_tokenizer, resolve_base
+from training.model import (
+    classifier_head,
+    fold_decision_threshold,
+    init_head_bias_to_prior,
+    load_model,
+    load_tokenizer,
+    resolve_base,
+)
 
 log = logging.getLogger("training")
 
@@ -262,6 +272,27 @@ def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) 
         labels,
     )
 
+    binary_tuning = cfg.tune_decision_threshold and problem_type == "single_label" and len(labels) == 2
+    baseline_metrics: dict[str, Any] | None = None
+    if main:
+        # The classical baseline on the very rows the model sees; seconds, so always part of the run.
+        used_rows = {"train": train_rows, "validation": validation_rows, "test": test_rows}
+        baseline_metrics = fit_baseline(
+            problem_type=problem_type,
+            labels=labels,
+            texts={name: [row["text"] for row in rows] for name, rows in used_rows.items()},
+            targets={name: encode_labels(rows, labels, problem_type) for name, rows in used_rows.items()},
+            seed=cfg.seed,
+            tune_decision=binary_tuning,
+        ).metrics
+        log.info(
+            "baseline test: F1 %.4f, macro-F1 %.4f, accuracy %.4f, ROC-AUC %s",
+            baseline_metrics["test"]["f1"],
+            baseline_metrics["test"]["macro_f1"],
+            baseline_metrics["test"]["accuracy"],
+            baseline_metrics["test"]["roc_auc"],
+        )
+
     tokenizer = load_tokenizer(config.model.base)
     pad_id = tokenizer.pad_token_id or 0
     train_features = tokenize(tokenizer, train_rows, config.model.max_length)
@@ -270,7 +301,10 @@ def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) 
     validation_targets = encode_labels(validation_rows, labels, problem_type)
 
     torch.manual_seed(cfg.seed)  # the new head is initialised from this seed on every rank
-    model = load_model(config.model.base, labels, problem_type).to(device)
+    model = load_model(config.model.base, labels, problem_type)
+    if problem_type == "multi_label":
+        init_head_bias_to_prior(model, train_targets.mean(axis=0))
+    model = model.to(device)
     model.train()
     inner = model
     if dist_info.enabled:
@@ -296,16 +330,36 @@ def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) 
     warmup_steps = int(cfg.warmup_ratio * total_steps)
 
     no_decay = ("bias", "LayerNorm.weight", "layernorm.weight", "norm.weight")
-    groups = [
-        {
-            "params": [p for n, p in inner.named_parameters() if not n.endswith(no_decay)],
-            "weight_decay": cfg.weight_decay,
-        },
-        {"params": [p for n, p in inner.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
+    head_ids = {id(p) for p in classifier_head(inner).parameters()}
+    head_lr = cfg.head_learning_rate or cfg.learning_rate
+    groups = []
+    for is_head, group_lr in ((False, cfg.learning_rate), (True, head_lr)):
+        for decay in (True, False):
+            params = [
+                p
+                for n, p in inner.named_parameters()
+                if (id(p) in head_ids) == is_head and (not n.endswith(no_decay)) == decay
+            ]
+            if params:
+                weight_decay = cfg.weight_decay if decay else 0.0
+                groups.append({"params": params, "lr": group_lr, "weight_decay": weight_decay})
     optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
 
+    budget_seconds = cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None
+    clock = {"start": time.perf_counter(), "fraction": 0.0}
+
     def lr_factor(step: int) -> float:
+        """Linear warm-up, then linear decay over the steps or the time budget, whichever is further."""
+        if budget_seconds is not None:
+            elapsed = (time.perf_counter() - clock["start"]) / budget_seconds if main else None
+            # Every rank must follow rank 0's clock, or the replicas would disagree on when to stop.
+            shared = distributed.broadcast(dist_info, elapsed) if dist_info.enabled else elapsed
+            clock["fraction"] = float(shared if shared is not None else 0.0)
+            if clock["fraction"] > step / max(1, total_steps):
+                fraction = min(1.0, clock["fraction"])
+                if fraction < cfg.warmup_ratio:
+                    return max(fraction, 1e-3) / cfg.warmup_ratio
+                return max(0.0, (1.0 - fraction) / max(1e-9, 1.0 - cfg.warmup_ratio))
         if step < warmup_steps:
             return (step + 1) / max(1, warmup_steps)
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
@@ -386,9 +440,10 @@ def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) 
         dist_info.world_size,
         cfg.learning_rate,
     )
+    clock["start"] = time.perf_counter()
     with logging_redirect_tqdm():
         for epoch in range(1, cfg.epochs + 1):
-            if stop or step >= total_steps:
+            if stop or step >= total_steps or clock["fraction"] >= 1.0:
                 break
             epochs_run = epoch
             if isinstance(sampler, DistributedSampler):
@@ -436,7 +491,9 @@ def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) 
                     )
                     window_loss, window_steps, window_examples = 0.0, 0, 0
                     window_start = time.perf_counter()
-                at_end = step >= total_steps
+                at_end = step >= total_steps or clock["fraction"] >= 1.0
+                if at_end and step < total_steps:
+                    log.info("time budget of %.0f min used up at step %d", cfg.time_budget_minutes, step)
                 if cfg.eval_every_steps and step % cfg.eval_every_steps == 0 and not at_end:
                     train_seconds += time.perf_counter() - epoch_start
                     stop = evaluate_validation(step, epoch)
@@ -486,8 +543,14 @@ def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) 
             device=device,
             pad_token_id=pad_id,
         )
+    decision_threshold: float | None = None
     if problem_type == "multi_label":
         thresholds = tune_thresholds(validation_targets, validation_scores)
+    elif binary_tuning:
+        decision_threshold = tune_decision_threshold(validation_targets, validation_scores)
+        fold_decision_threshold(inner, decision_threshold)  # saved weights, export and service all apply it
+        validation_scores = shift_binary_scores(validation_scores, decision_threshold)
+        log.info("decision threshold (validation macro-F1): P(%s) >= %.2f", labels[1], decision_threshold)
     test_scores = predict_scores(
         inner,
         features=test_features,
@@ -501,6 +564,8 @@ def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) 
             problem_type, labels, validation_targets, validation_scores, thresholds
         ),
         "test": compute_metrics(problem_type, labels, test_targets, test_scores, thresholds),
+        "decision_threshold": decision_threshold,
+        "baseline": baseline_metrics,
         "training": {
             "examples_per_second": examples_per_second,
             "train_seconds": train_seconds,
@@ -527,6 +592,11 @@ def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) 
         metrics["test"]["roc_auc"],
         metrics["test"]["n"],
     )
+    assert baseline_metrics is not None
+    for line in comparison_lines(metrics, baseline_metrics, "validation") + comparison_lines(
+        metrics, baseline_metrics, "test"
+    ):
+        log.info("%s", line)
     write_run_dir(
         run_dir,
         config=config,
@@ -584,6 +654,7 @@ def write_run_dir(
         "dropped": prepared.dropped,
         "unused_label_columns": prepared.unused_label_columns,
         "thresholds": thresholds,
+        "decision_threshold": metrics.get("decision_threshold"),
         "base_model": config.model.base,
         "base_model_path": resolve_base(config.model.base),
     }
