@@ -1,30 +1,39 @@
-"""Side-by-side benchmark in one run: our service (int8 bundle) vs a PyTorch + FastAPI baseline (make bench).
+"""Side-by-side benchmark in one run: our service (int8 bundle) vs a PyTorch + FastAPI baseline and vs
+Infinity serving the same int8 graph (make bench).
 
 ::
 
     python -m loadtest.bench --model-dir models/disaster-related --run-dir artifacts/runs/latest
 
-1. Starts our service (``python -m service``, default settings) on the bundle and the baseline
-   (``loadtest/baselines/pytorch_fastapi.py``) on the same training run's PyTorch checkpoint, each on a free
-   port, and checks one answer from each against the API's shape.
-2. For each concurrency (1, 8, 32, 64), drives both in turn with the same closed-loop wrk load (one real
-   message per request), alternating which goes first; every measurement is preceded by a warm-up at the same
-   concurrency.
+1. Starts our service (``python -m service``, default settings) on the bundle, the baseline
+   (``loadtest/baselines/pytorch_fastapi.py``) on the same training run's PyTorch checkpoint, and Infinity
+   (``loadtest/infinity.py``: its own venv, created on first use, serving the bundle's ``model.onnx``), each
+   on a free port. Checks one answer from each against its API's shape, and that Infinity gives the same
+   labels and scores as ours on the same messages.
+2. For each concurrency (1, 8, 32, 64), drives them in turn with the same closed-loop wrk load (one real
+   message per request), rotating which goes first; every measurement is preceded by a warm-up at the same
+   concurrency. Infinity runs at 1 and 32 only (``--infinity-concurrency``).
 3. Measures our service alone with batching off (``--max-batch-size 1``) and over a small grid of ONNX
    Runtime threads x worker processes, at one concurrency (32).
-4. Writes ``bench/results.json`` and ``bench/throughput_latency.png``, with the in-process int8 engine
-   throughput from the bundle's ``bench.json`` (the serving-overhead ratio), the CPU the load generator used,
-   and the issue's targets with their verdicts. Exits 1 if a target is missed (``--no-gate`` to only report).
+4. Writes ``bench/results.json``, ``bench/report.md`` and ``bench/throughput_latency.png``: the CPU model and
+   instruction set, the load average, the in-process int8 engine throughput (the serving-overhead ratio), the
+   CPU the load generator used, and the issue's targets with their verdicts, all as same-run ratios. Exits 1
+   if a target is missed (``--no-gate`` to only report).
+
+When ``TEXTCLF_API_KEY`` (or ``TEXTCLF_API_KEY_FILE``) is set, our service started here requires it, every
+request carries it, and Infinity is given the same key (``--api-key``'s variable), so all do the same work.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import urllib.request
@@ -33,9 +42,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from deploy.ports import free_port
 from export.bench import cpu_name
 from export.bundle import BENCH_FILE, load_bundle
+from export.quantize import detect_isa
+from loadtest import infinity
+from loadtest.auth import ApiKey, ApiKeyError, api_key_from_env
 from loadtest.checks import check_classify, labels_from_info
 from loadtest.messages import load_messages
 from loadtest.servers import ServerError, ServerProcess, baseline_command, service_command
@@ -44,7 +58,13 @@ from service.engine import available_cores
 
 OURS = "ours"
 BASELINE = "baseline"
+INFINITY = "infinity"
 DEFAULT_CONCURRENCY = (1, 8, 32, 64)
+DEFAULT_INFINITY_CONCURRENCY = (1, 32)
+# Messages sent one at a time to ours and to Infinity to check they serve the same model the same way.
+AGREEMENT_MESSAGES = 64
+# CPU flags that decide the int8 kernels (export/quantize.py picks the quantization from the same flags).
+ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
 # Grid for the defaults: ONNX Runtime intra-op threads x server processes (2 cores here).
 SWEEP = ((1, 1), (2, 1), (1, 2), (2, 2))
 
@@ -74,7 +94,30 @@ TARGETS = (
         True,
     ),
     Target("p50_ms_c1", "p50 latency at concurrency 1 (ms)", 10.0, False),
+    Target(
+        "infinity_throughput_ratio_c32",
+        "throughput at concurrency 32, ours / Infinity (same int8 graph)",
+        1.5,
+        True,
+    ),
+    Target("infinity_p50_ratio_c1", "p50 latency at concurrency 1, ours / Infinity", 0.6, False),
 )
+INFINITY_TARGETS = frozenset({"infinity_throughput_ratio_c32", "infinity_p50_ratio_c1"})
+
+
+def cpu_flags(cpuinfo: str | None = None) -> dict[str, bool]:
+    """Which of ``ISA_FLAGS`` this CPU has (``/proc/cpuinfo``; a parameter so tests can pass other CPUs)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpuinfo = ""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return {flag: flag in flags for flag in ISA_FLAGS}
 
 
 def baseline_checkpoint(run_dir: Path, bundle_version: str) -> Path:
@@ -96,33 +139,74 @@ def baseline_checkpoint(run_dir: Path, bundle_version: str) -> Path:
     return run_dir / "model"
 
 
-def get_json(url: str, body: dict[str, Any] | None = None) -> Any:
+def get_json(url: str, body: dict[str, Any] | None = None, key: ApiKey | None = None) -> Any:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **(key.headers() if key else {})}
+    request = urllib.request.Request(url, data=data, headers=headers)
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 
 
-def probe(server: ServerProcess, text: str) -> list[str]:
+def probe(server: ServerProcess, text: str, key: ApiKey | None = None) -> list[str]:
     """Check the server answers like the API says (so both targets do the same work); returns its labels."""
-    labels = labels_from_info(get_json(server.url + "/info"))
+    labels = labels_from_info(get_json(server.url + "/info", key=key))
     if labels is None:
         raise SystemExit(f"{server.name}: /info has no labels")
-    problem = check_classify(get_json(server.url + "/classify", {"text": text}), 1, labels)
+    problem = check_classify(get_json(server.url + "/classify", {"text": text}, key), 1, labels)
     if problem:
         raise SystemExit(f"{server.name}: POST /classify answered wrongly: {problem}")
     return labels
 
 
+def compare_with_infinity(
+    ours: ServerProcess, peer: ServerProcess, texts: list[str], labels: list[str], key: ApiKey | None
+) -> dict[str, Any]:
+    """Send the same messages one at a time to both (batch 1 on each side, so dynamic int8's batch dependence
+    plays no part) and compare labels and scores: the evidence that Infinity serves our graph faithfully.
+    Messages our service truncated are left out: Infinity's pipeline does not truncate them."""
+    pairs: list[tuple[tuple[str, float], tuple[str, float]]] = []
+    truncated = 0
+    for text in texts:
+        (result,) = get_json(ours.url + "/classify", {"text": text}, key)["results"]
+        if result["truncated"]:
+            truncated += 1
+            continue
+        theirs = infinity.top_label(get_json(peer.url + "/classify", infinity.request_body(text), key))
+        if isinstance(theirs, str):
+            raise SystemExit(f"{peer.name}: POST /classify answered wrongly: {theirs}")
+        if theirs[0] not in labels:
+            raise SystemExit(f"{peer.name}: label {theirs[0]!r} is not one of the bundle's labels {labels}")
+        pairs.append(((result["label"], float(result["score"])), theirs))
+    return infinity.agreement(pairs) | {"skipped_truncated": truncated}
+
+
+def messages_over_limit(tokenizer_path: Path, texts: list[str], max_length: int) -> int:
+    """How many messages have more tokens than the bundle's ``max_length`` (ours truncates them; Infinity's
+    classification pipeline does not, so it does more work on exactly these)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return sum(len(encoding.ids) > max_length for encoding in tokenizer.encode_batch(texts))
+
+
 def measure(
-    server: ServerProcess, bodies: Path, concurrency: int, warmup_s: float, duration_s: float
+    server: ServerProcess,
+    bodies: Path,
+    concurrency: int,
+    warmup_s: float,
+    duration_s: float,
+    *,
+    api_key: ApiKey | None = None,
 ) -> dict[str, Any]:
     """Warm up, then one measured closed-loop wrk run; adds the server's and the load generator's CPU use."""
     url = server.url + "/classify"
+    authorization = api_key.headers()["Authorization"] if api_key else None
     if warmup_s > 0:
-        run_wrk(url, concurrency, warmup_s, bodies)
+        run_wrk(url, concurrency, warmup_s, bodies, authorization=authorization)
     cpu_before = server.cpu_seconds()
-    result = run_wrk(url, concurrency, duration_s, bodies)
+    result = run_wrk(url, concurrency, duration_s, bodies, authorization=authorization)
     server_cpu = server.cpu_seconds() - cpu_before
     figures = result.to_dict()
     figures["server_cpu_cores"] = server_cpu / result.duration_s
@@ -221,8 +305,16 @@ def compare(ours: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float]:
 
 
 def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target's same-run value and verdict. A target whose figure is missing is missed, except the
+    Infinity ones when the run was told to skip Infinity (``--no-infinity``): those are reported as skipped
+    (``met`` is ``None``) and do not fail the gate. Infinity failing to install or start is a miss."""
     by_c = {row["concurrency"]: row for row in results["comparison"]}
     engine = results.get("engine_same_run") or {}
+
+    def infinity_ratio(concurrency: int, key: str) -> float:
+        row = by_c.get(concurrency, {})
+        return row["ratio_infinity"][key] if "ratio_infinity" in row else math.nan
+
     values = {
         "throughput_ratio_c32": by_c[32]["ratio"]["throughput"] if 32 in by_c else math.nan,
         "p99_ratio_c32": by_c[32]["ratio"]["p99"] if 32 in by_c else math.nan,
@@ -232,14 +324,17 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             else math.nan
         ),
         "p50_ms_c1": by_c[1][OURS]["latency_ms"]["p50"] if 1 in by_c else math.nan,
+        "infinity_throughput_ratio_c32": infinity_ratio(32, "throughput"),
+        "infinity_p50_ratio_c1": infinity_ratio(1, "p50"),
     }
+    skipped = (results.get("infinity") or {}).get("status") == "skipped"
     return [
         {
             "name": t.name,
             "description": t.description,
             "target": t.limit,
             "measured": values[t.name],
-            "met": t.met(values[t.name]),
+            "met": None if skipped and t.name in INFINITY_TARGETS else t.met(values[t.name]),
         }
         for t in TARGETS
     ]
@@ -256,8 +351,25 @@ def serving_cpu_efficiency(results: dict[str, Any]) -> float:
     return ratio(engine["cpu_ms_per_text"], by_c[32][OURS]["server_cpu_ms_per_request"])
 
 
+SERVER_LABELS = {
+    OURS: "ours (ONNX int8, Litestar)",
+    BASELINE: "PyTorch + FastAPI baseline",
+    INFINITY: "Infinity (same int8 graph)",
+}
+
+
+def machine_line(results: dict[str, Any]) -> str:
+    """CPU model, instruction set and load, for titles and the report: every figure depends on them."""
+    machine = results["machine"]
+    load = machine.get("loadavg_at_end", {})
+    return (
+        f"{machine['cores']} cores, {machine['cpu']}, ISA {machine.get('isa', '?')}; load average "
+        f"{machine['loadavg_1m_at_start']:.1f} at start, {load.get('5m', math.nan):.1f} over the last 5 min"
+    )
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
-    """Throughput, latency percentiles and ours/baseline ratios per concurrency; sweep as a bar chart."""
+    """Throughput, latency percentiles and ratios per concurrency; sweep as a bar chart."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -268,12 +380,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
     x = range(len(levels))
     figure, axes = plt.subplots(2, 2, figsize=(13, 9))
     throughput, latency, ratios, sweep = axes.flat
-    width = 0.38
-    for offset, (name, label) in enumerate(
-        ((OURS, "ours (ONNX int8, Litestar)"), (BASELINE, "PyTorch baseline"))
-    ):
-        values = [row[name]["throughput_rps"] for row in rows]
-        bars = throughput.bar([i + (offset - 0.5) * width for i in x], values, width, label=label)
+    servers = [name for name in (OURS, BASELINE, INFINITY) if any(name in row for row in rows)]
+    width = 0.8 / len(servers)
+    for offset, name in enumerate(servers):
+        positions = [i + (offset - (len(servers) - 1) / 2) * width for i, row in zip(x, rows, strict=True)
+                     if name in row]  # fmt: skip
+        values = [row[name]["throughput_rps"] for row in rows if name in row]
+        bars = throughput.bar(positions, values, width, label=SERVER_LABELS[name], color=f"C{offset}")
         throughput.bar_label(bars, fmt="%.0f", fontsize=8)
     if results.get("engine_same_run"):
         engine_rate = results["engine_same_run"]["texts_per_second"]
@@ -292,10 +405,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
     throughput.legend(fontsize=8)
 
     styles = {"p50": "-", "p95": "--", "p99": ":"}
-    for name, color in ((OURS, "C0"), (BASELINE, "C1")):
+    for number, name in enumerate(servers):
+        measured = [row for row in rows if name in row]
         for key, style in styles.items():
-            values = [row[name]["latency_ms"][key] for row in rows]
-            latency.plot(levels, values, style, color=color, marker="o", label=f"{name} {key}")
+            values = [row[name]["latency_ms"][key] for row in measured]
+            latency.plot([row["concurrency"] for row in measured], values, style, color=f"C{number}",
+                         marker="o", label=f"{name} {key}")  # fmt: skip
     latency.set_xscale("log", base=2)
     latency.set_yscale("log")
     latency.set_xticks(levels, [str(c) for c in levels])
@@ -303,21 +418,30 @@ def plot(results: dict[str, Any], path: Path) -> None:
     latency.set_ylabel("latency (ms)")
     latency.set_title("Latency percentiles")
     latency.grid(True, which="both", alpha=0.3)
-    latency.legend(fontsize=7, ncol=2)
+    latency.legend(fontsize=7, ncol=len(servers))
 
     for key, color in (("throughput", "C2"), ("p50", "C0"), ("p99", "C3"), ("cpu_ms_per_request", "C4")):
         ratios.plot(
             levels, [row["ratio"][key] for row in rows], marker="o", color=color, label=f"{key} ours/baseline"
         )
-    ratios.axhline(4.0, color="C2", ls=":", lw=1, label="throughput target (4x)")
-    ratios.axhline(1 / 3, color="C3", ls=":", lw=1, label="p99 target (1/3)")
+    with_peer = [row for row in rows if "ratio_infinity" in row]
+    peer_levels = [row["concurrency"] for row in with_peer]
+    for key, color in (("throughput", "C2"), ("p50", "C0")):
+        if with_peer:
+            ratios.plot(peer_levels, [row["ratio_infinity"][key] for row in with_peer], marker="s", ls="--",
+                        color=color, label=f"{key} ours/Infinity")  # fmt: skip
+    ratios.axhline(4.0, color="C2", ls=":", lw=1, label="throughput target vs baseline (4x)")
+    ratios.axhline(1 / 3, color="C3", ls=":", lw=1, label="p99 target vs baseline (1/3)")
+    if with_peer:
+        ratios.axhline(1.5, color="C2", ls="-.", lw=1, label="throughput target vs Infinity (1.5x)")
+        ratios.axhline(0.6, color="C0", ls="-.", lw=1, label="p50 target vs Infinity at c=1 (0.6)")
     ratios.set_xscale("log", base=2)
     ratios.set_yscale("log")
     ratios.set_xticks(levels, [str(c) for c in levels])
     ratios.set_xlabel("concurrent connections")
-    ratios.set_title("Ratios ours / baseline")
+    ratios.set_title("Ratios (same run)")
     ratios.grid(True, which="both", alpha=0.3)
-    ratios.legend(fontsize=7)
+    ratios.legend(fontsize=6, loc="best", framealpha=0.6)
 
     configs = results.get("batching", []) + results.get("sweep", [])
     if configs:
@@ -333,57 +457,173 @@ def plot(results: dict[str, Any], path: Path) -> None:
         sweep.set_title(f"Our service at concurrency {results['sweep_concurrency']}: settings")
     else:
         sweep.axis("off")
-    figure.suptitle(
-        f"make bench: {results['machine']['cores']} cores, {results['machine']['cpu']}", fontsize=10
-    )
+    figure.suptitle(f"make bench: {machine_line(results)}", fontsize=10)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
-def print_table(results: dict[str, Any]) -> None:
-    print(
-        "\n| concurrency | ours req/s | baseline req/s | ratio | ours p50 / p95 / p99 ms "
-        "| baseline p50 / p95 / p99 ms | server CPU ms/request ours / baseline |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+def _latencies(figures: dict[str, Any]) -> str:
+    latency = figures["latency_ms"]
+    return f"{latency['p50']:.1f} / {latency['p95']:.1f} / {latency['p99']:.1f}"
+
+
+def failed_measurements(results: dict[str, Any]) -> list[str]:
+    """A line per measurement with errors or no answers at all: its figures mean little, its log says why."""
+    lines = []
+    for row in results["comparison"]:
+        for name in (OURS, BASELINE, INFINITY):
+            figures = row.get(name)
+            if figures is None:
+                continue
+            errors = sum(figures["errors"].values())
+            if errors or figures["throughput_rps"] == 0:
+                lines.append(
+                    f"- **{name} at concurrency {row['concurrency']}: {errors} errors, "
+                    f"{figures['throughput_rps']:.1f} answers/s** ({figures['errors']}; see logs/{name}.log)"
+                )
+    return ["", *lines] if lines else []
+
+
+def report_markdown(results: dict[str, Any]) -> str:
+    """The run as Markdown (``bench/report.md``, also printed): machine, tables, targets."""
+    machine = results["machine"]
+    flags = machine["flags"]
+    model = results["model"]
+    lines = [
+        "# make bench",
+        "",
+        f"- Machine: {machine_line(results)}.",
+        "- CPU flags: " + ", ".join(f"{flag} {'yes' if has else 'no'}" for flag, has in flags.items()),
+        f"- Bundle: `{model['bundle']}` ({model['name']} {model['version']}), "
+        f"quantization {model['quantization']}",
+        f"- Command: `{results['command']}` ({results['created_at']}, {results.get('elapsed_s', 0):.0f} s)",
+        "",
+        "| concurrency | ours req/s | baseline req/s | ours / baseline | ours p50 / p95 / p99 ms "
+        "| baseline p50 / p95 / p99 ms | server CPU ms/request ours / baseline |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in results["comparison"]:
         o, b = row[OURS], row[BASELINE]
-        print(
+        lines.append(
             f"| {row['concurrency']} | {o['throughput_rps']:.1f} | {b['throughput_rps']:.1f} | "
-            f"{row['ratio']['throughput']:.2f}x | "
-            f"{o['latency_ms']['p50']:.1f} / {o['latency_ms']['p95']:.1f} / {o['latency_ms']['p99']:.1f} | "
-            f"{b['latency_ms']['p50']:.1f} / {b['latency_ms']['p95']:.1f} / {b['latency_ms']['p99']:.1f} | "
+            f"{row['ratio']['throughput']:.2f}x | {_latencies(o)} | {_latencies(b)} | "
             f"{o['server_cpu_ms_per_request']:.1f} / {b['server_cpu_ms_per_request']:.1f} |"
         )
+    peer = results.get("infinity") or {}
+    with_peer = [row for row in results["comparison"] if INFINITY in row]
+    lines.append("")
+    if with_peer:
+        lines += [
+            f"Infinity {peer.get('env', {}).get('infinity_emb', '')} serving the same graph "
+            f"({peer.get('graph', '')}):",
+            "",
+            "| concurrency | ours req/s | Infinity req/s | ours / Infinity | ours p50 / p95 / p99 ms "
+            "| Infinity p50 / p95 / p99 ms | p50 ours / Infinity | server CPU ms/request ours / Infinity |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in with_peer:
+            o, i = row[OURS], row[INFINITY]
+            lines.append(
+                f"| {row['concurrency']} | {o['throughput_rps']:.1f} | {i['throughput_rps']:.1f} | "
+                f"{row['ratio_infinity']['throughput']:.2f}x | {_latencies(o)} | {_latencies(i)} | "
+                f"{row['ratio_infinity']['p50']:.2f} | "
+                f"{o['server_cpu_ms_per_request']:.1f} / {i['server_cpu_ms_per_request']:.1f} |"
+            )
+        if agreement := peer.get("agreement"):
+            lines.append(
+                "\nSame messages one at a time to both: label agreement "
+                f"{agreement['label_agreement']:.1%} on {agreement['messages']} messages, "
+                f"largest score gap {agreement['max_abs_score_diff']:.2g}."
+            )
+        if "messages_over_limit" in peer:
+            lines.append(
+                f"{peer['messages_over_limit']} of {results['load']['messages']} messages exceed max_length "
+                f"{model['max_length']} tokens: ours truncates them, Infinity's pipeline does not."
+            )
+    else:
+        lines.append(f"Infinity: {peer.get('status', 'not run')} {peer.get('error', '')}".rstrip())
     if results.get("engine_same_run"):
         engine = results["engine_same_run"]
-        print(
-            f"in-process int8 engine, batch {engine['batch_size']}: "
-            f"{engine['texts_per_second']:.1f} texts/s (same run)"
+        lines.append(
+            f"\nIn-process int8 engine, batch {engine['batch_size']}: "
+            f"{engine['texts_per_second']:.1f} texts/s (same run)."
         )
     if results.get("batching") or results.get("sweep"):
-        print(f"\nour service at concurrency {results['sweep_concurrency']}:")
+        lines += [
+            "",
+            f"Our service at concurrency {results['sweep_concurrency']}:",
+            "",
+            "| configuration | req/s | p50 / p99 ms | CPU ms/request |",
+            "|---|---:|---:|---:|",
+        ]
         for config in results.get("batching", []) + results.get("sweep", []):
             latency = config["latency_ms"]
-            print(
-                f"  {config['label']:<34} {config['throughput_rps']:7.1f} req/s  "
-                f"p50 {latency['p50']:.1f} ms  p99 {latency['p99']:.1f} ms  "
-                f"CPU {config['server_cpu_ms_per_request']:.1f} ms/request"
+            lines.append(
+                f"| {config['label']} | {config['throughput_rps']:.1f} | {latency['p50']:.1f} / "
+                f"{latency['p99']:.1f} | {config['server_cpu_ms_per_request']:.1f} |"
             )
-    print("\ntargets:")
+    lines += failed_measurements(results)
+    lines += ["", "| target (same run) | measured | target | verdict |", "|---|---:|---:|---|"]
     for target in results["targets"]:
-        verdict = "met   " if target["met"] else "MISSED"
-        print(
-            f"  {verdict} {target['description']}: {target['measured']:.3g} (target {target['target']:.3g})"
+        verdict = {True: "met", False: "**MISSED**", None: "skipped"}[target["met"]]
+        lines.append(
+            f"| {target['description']} | {target['measured']:.3g} | {target['target']:.3g} | {verdict} |"
         )
     efficiency = results.get("serving_cpu_efficiency", math.nan)
-    print(
-        f"  (CPU-based serving efficiency at c=32: engine CPU/text / service CPU/request = {efficiency:.2f})"
-    )
     share = results["load_generator"]["mean_cpu_share"]
-    print(f"load generator (wrk) CPU: {share:.1%} of the machine on average")
+    lines += [
+        "",
+        f"CPU-based serving efficiency at c=32 (engine CPU/text / service CPU/request): {efficiency:.2f}.",
+        f"Load generator (wrk) CPU: {share:.1%} of the machine on average.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def start_infinity(
+    args: argparse.Namespace, bundle: Any, checkpoint: Path, messages: list[str], key: ApiKey | None
+) -> tuple[ServerProcess | None, dict[str, Any]]:
+    """Make the venv and the model folder and build the server (started by the caller). On failure returns
+    ``None`` and the reason, so the run goes on and reports the Infinity targets as missed."""
+    record: dict[str, Any] = {
+        "graph": f"the bundle's {bundle.model_path.name} as {infinity.ONNX_NAME}, with the checkpoint's "
+        "config and tokenizer; started in that folder with --model-id . --engine optimum "
+        "--onnx-disable-optimize --device cpu",
+        "design": "Infinity defaults otherwise (dynamic batching, batch size 32)",
+    }
+    try:
+        env = infinity.ensure_venv(args.infinity_venv, args.torch_index_url)
+        model_dir = infinity.prepare_model_dir(
+            checkpoint, bundle.model_path, (args.out / "infinity-model").resolve(), bundle.manifest.max_length
+        )
+    except (infinity.InfinityError, OSError, subprocess.CalledProcessError) as exc:
+        print(f"bench: Infinity not run: {exc}", flush=True)
+        return None, record | {"status": "failed", "error": str(exc)}
+    record |= {"status": "started", "env": env.describe(), "model_dir": str(model_dir)}
+    record["messages_over_limit"] = messages_over_limit(
+        bundle.tokenizer_path, messages, bundle.manifest.max_length
+    )
+    port = free_port()
+    server = ServerProcess(
+        f"Infinity {infinity.INFINITY_VERSION}",
+        infinity.server_command(env, port),
+        port,
+        args.out / "logs" / "infinity.log",
+        env=infinity.server_env(key.value if key else None),
+        ready_path="/health",
+        ready_timeout_s=300.0,
+        cwd=model_dir,
+    )
+    return server, record
+
+
+def idle_cpu(servers: list[ServerProcess], seconds: float = 3.0) -> dict[str, float]:
+    """Each server's CPU use while nobody sends it anything: a server that burns CPU idle slows the others'
+    measurements on a 2-core machine, so the figure goes into the results."""
+    before = {server.name: server.cpu_seconds() for server in servers}
+    time.sleep(seconds)
+    return {server.name: (server.cpu_seconds() - before[server.name]) / seconds for server in servers}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -406,8 +646,33 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=int, default=1, help="repeat the comparison; medians are reported (%(default)s)"
     )
     parser.add_argument("--no-gate", action="store_true", help="exit 0 even when a target is missed")
+    parser.add_argument(
+        "--no-infinity", action="store_true", help="skip the Infinity comparison (its targets: skipped)"
+    )
+    parser.add_argument(
+        "--infinity-concurrency",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_INFINITY_CONCURRENCY),
+        help="concurrencies Infinity is measured at (%(default)s; each must be in --concurrency)",
+    )
+    parser.add_argument(
+        "--infinity-venv",
+        type=Path,
+        default=infinity.DEFAULT_VENV,
+        help="Infinity's own venv, created when missing (%(default)s)",
+    )
+    parser.add_argument(
+        "--torch-index-url",
+        help="CPU wheel index for torch in the Infinity venv, used only if plain pip would pull CUDA "
+        f"(default: $TORCH_INDEX_URL or {infinity.DEFAULT_TORCH_INDEX_URL})",
+    )
     args = parser.parse_args(argv)
 
+    try:
+        api_key = api_key_from_env()
+    except ApiKeyError as exc:
+        raise SystemExit(f"error: {exc}") from exc
     bundle = load_bundle(args.model_dir)
     baseline_model = baseline_checkpoint(args.run_dir, bundle.manifest.version)
     if not (baseline_model / "config.json").is_file():
@@ -420,7 +685,12 @@ def main(argv: list[str] | None = None) -> int:
     logs = args.out / "logs"
     started = time.monotonic()
     cores = available_cores()
-    print(f"bench: {len(messages.texts)} messages from {messages.source}; {cores} cores ({cpu_name()})")
+    isa = detect_isa()
+    print(
+        f"bench: {len(messages.texts)} messages from {messages.source}; {cores} cores ({cpu_name()}, {isa})"
+    )
+    if api_key is not None:
+        print(f"bench: sending the API key from {api_key.source}")
 
     results: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -428,6 +698,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {
             "cores": available_cores(),
             "cpu": cpu_name(),
+            # The int8 kernels ONNX Runtime picks, and so every ratio here, depend on these.
+            "isa": isa,
+            "flags": cpu_flags(),
             "python": platform.python_version(),
             # Other work on the machine skews every figure; the load average says how busy it was.
             "loadavg_1m_at_start": os.getloadavg()[0],
@@ -436,6 +709,8 @@ def main(argv: list[str] | None = None) -> int:
             "bundle": str(args.model_dir),
             "name": bundle.manifest.name,
             "version": bundle.manifest.version,
+            "max_length": bundle.manifest.max_length,
+            "quantization": msgspec.to_builtins(bundle.manifest.quantization),
         },
         "baseline": {
             "model_dir": str(baseline_model),
@@ -448,6 +723,7 @@ def main(argv: list[str] | None = None) -> int:
             "messages_source": str(messages.source),
             "duration_s": args.duration,
             "warmup_s": args.warmup,
+            "api_key": api_key.source if api_key else None,
         },
         "engine_export_report": engine_throughput(args.model_dir),
         "comparison": [],
@@ -464,27 +740,55 @@ def main(argv: list[str] | None = None) -> int:
         "baseline (PyTorch)", baseline_command(baseline_model, port, bundle.manifest.max_length), port,
         logs / "baseline.log",
     )  # fmt: skip
+    peer: ServerProcess | None = None
+    if args.no_infinity:
+        results["infinity"] = {"status": "skipped", "error": "--no-infinity"}
+    else:
+        peer, results["infinity"] = start_infinity(args, bundle, baseline_model, messages.texts, api_key)
+    peer_bodies = write_bodies(
+        (infinity.request_body(text) for text in messages.texts), args.out / "bodies-infinity.jsonl"
+    )
     sample = messages.texts[0]
     from service.engine import OnnxEngine
 
     # The service's default engine settings (ONNX Runtime on every core), idle except when measured.
     engine = OnnxEngine(bundle)
     engine_runs: list[dict[str, Any]] = []
-    with ours, baseline:
-        probe(ours, sample)
-        probe(baseline, sample)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(ours)
+        stack.enter_context(baseline)
+        labels = probe(ours, sample, api_key)
+        probe(baseline, sample, api_key)
+        if peer is not None:
+            try:
+                stack.enter_context(peer)
+                results["infinity"]["agreement"] = compare_with_infinity(
+                    ours, peer, messages.texts[:AGREEMENT_MESSAGES], labels, api_key
+                )
+                results["infinity"]["status"] = "measured"
+            except (ServerError, OSError) as exc:
+                print(f"bench: Infinity did not start: {exc}", flush=True)
+                results["infinity"] |= {"status": "failed", "error": str(exc)}
+                peer = None
+        servers = [ours, baseline] + ([peer] if peer else [])
+        results["idle_cpu_cores"] = idle_cpu(servers)
+        measured_here = [OURS, BASELINE] + ([INFINITY] if peer else [])
         runs: dict[int, dict[str, list[dict[str, Any]]]] = {
-            c: {OURS: [], BASELINE: []} for c in args.concurrency
+            c: {name: [] for name in measured_here if name != INFINITY or c in args.infinity_concurrency}
+            for c in args.concurrency
         }
         for round_index in range(args.rounds):
             for index, concurrency in enumerate(args.concurrency):
-                # Alternate who goes first, so drift on the shared machine does not favour one side.
-                order = [(OURS, ours), (BASELINE, baseline)]
-                if (index + round_index) % 2:
-                    order.reverse()
-                for name, server in order:
+                targets = [(OURS, ours, bodies), (BASELINE, baseline, bodies)]
+                if peer is not None and INFINITY in runs[concurrency]:
+                    targets.append((INFINITY, peer, peer_bodies))
+                # Rotate who goes first, so drift on the shared machine does not favour one side.
+                shift = (index + round_index) % len(targets)
+                for name, server, server_bodies in targets[shift:] + targets[:shift]:
                     runs[concurrency][name].append(
-                        measure(server, bodies, concurrency, args.warmup, args.duration)
+                        measure(
+                            server, server_bodies, concurrency, args.warmup, args.duration, api_key=api_key
+                        )
                     )
                 if concurrency == args.sweep_concurrency:
                     # Next to the HTTP figure it is compared with, so both see the same background load.
@@ -505,6 +809,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, measured in by_name.items():
                 row[name] = median_figures(measured)
             row["ratio"] = compare(row[OURS], row[BASELINE])
+            if INFINITY in row:
+                row["ratio_infinity"] = compare(row[OURS], row[INFINITY])
             results["comparison"].append(row)
 
     if not args.no_sweep:
@@ -527,7 +833,7 @@ def main(argv: list[str] | None = None) -> int:
             server = ServerProcess(label, service_command(args.model_dir, port, **settings), port, log)
             try:
                 with server:
-                    figures = measure(server, bodies, c, args.warmup, args.duration)
+                    figures = measure(server, bodies, c, args.warmup, args.duration, api_key=api_key)
             except (ServerError, WrkError) as exc:
                 # One configuration that does not start is a finding, not a reason to lose the whole run.
                 print(f"  {label}: failed: {exc}", flush=True)
@@ -537,7 +843,9 @@ def main(argv: list[str] | None = None) -> int:
 
     results["targets"] = evaluate_targets(results)
     results["serving_cpu_efficiency"] = serving_cpu_efficiency(results)
-    measurements = [row[name] for row in results["comparison"] for name in (OURS, BASELINE)]
+    measurements = [
+        row[name] for row in results["comparison"] for name in (OURS, BASELINE, INFINITY) if name in row
+    ]
     measurements += results["batching"] + results["sweep"]
     results["load_generator"] = {
         "tool": "wrk",
@@ -549,9 +857,11 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"]["loadavg_at_end"] = dict(zip(("1m", "5m", "15m"), os.getloadavg(), strict=True))
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     plot(results, args.out / "throughput_latency.png")
-    print_table(results)
-    print(f"\nwrote {args.out / 'results.json'} and {args.out / 'throughput_latency.png'}")
-    missed = [t["description"] for t in results["targets"] if not t["met"]]
+    report = report_markdown(results)
+    (args.out / "report.md").write_text(report, encoding="utf-8")
+    print("\n" + report)
+    print(f"wrote {args.out}/results.json, report.md and throughput_latency.png")
+    missed = [t["description"] for t in results["targets"] if t["met"] is False]
     return 1 if missed and not args.no_gate else 0
 
 

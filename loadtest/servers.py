@@ -1,7 +1,7 @@
 """Start an HTTP server as a child process, wait until it is ready, measure its CPU, stop it cleanly.
 
-The benchmark starts our service (``python -m service``) and the PyTorch baseline this way, each on a free
-port on 127.0.0.1, with its output in a log file (a pipe nobody reads would fill and block the server).
+The benchmark starts our service (``python -m service``), the PyTorch baseline and Infinity this way, each on
+a free port on 127.0.0.1, with its output in a log file (a pipe nobody reads would fill and block the server).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         ready_path: str = "/health/ready",
         ready_timeout_s: float = 180.0,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.command = command
@@ -72,6 +73,7 @@ class ServerProcess:
         self.env = {**os.environ, **(env or {})}
         self.ready_path = ready_path
         self.ready_timeout_s = ready_timeout_s
+        self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -82,7 +84,12 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
             )
         self.wait_ready()
         return self

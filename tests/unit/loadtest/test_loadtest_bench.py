@@ -70,7 +70,7 @@ def results_for(ours_c32: dict[str, Any], base_c32: dict[str, Any], ours_c1_p50:
         rows.append(
             {"concurrency": concurrency, "ours": ours, "baseline": base, "ratio": bench.compare(ours, base)}
         )
-    return {"comparison": rows, "engine_same_run": {"texts_per_second": 300.0}}
+    return {"comparison": rows, "engine_same_run": {"texts_per_second": 300.0, "batch_size": 32}}
 
 
 def verdicts(results: dict[str, Any]) -> dict[str, bool]:
@@ -79,14 +79,15 @@ def verdicts(results: dict[str, Any]) -> dict[str, bool]:
 
 def test_targets_met() -> None:
     results = results_for(figures(250, 100, 150), figures(50, 600, 900), ours_c1_p50=6)
-    assert verdicts(results) == dict.fromkeys(
-        ("throughput_ratio_c32", "p99_ratio_c32", "serving_efficiency", "p50_ms_c1"), True
-    )
+    results = with_infinity(results, c1_p50=12, c32_rps=150)
+    assert verdicts(results) == dict.fromkeys([target.name for target in bench.TARGETS], True)
 
 
 def test_each_missed_target_is_reported() -> None:
-    # 3x the baseline, p99 half of it, 200/300 of the engine, 12 ms at c=1: every target missed.
+    # 3x the baseline, p99 half of it, 200/300 of the engine, 12 ms at c=1: every target missed;
+    # Infinity as fast as ours at c=32 and as quick at c=1.
     results = results_for(figures(150, 100, 450), figures(50, 600, 900), ours_c1_p50=12)
+    results = with_infinity(results, c1_p50=12, c32_rps=150)
     assert not any(verdicts(results).values())
 
 
@@ -115,3 +116,104 @@ def test_repeated_rounds_report_medians() -> None:
     assert median["server_cpu_ms_per_request"] == pytest.approx(2000 / 200)
     # The medians feed the ours/baseline comparison like a single measurement does.
     assert bench.compare(median, figures(50, 40, 80))["throughput"] == pytest.approx(4.0)
+
+
+def with_infinity(results: dict[str, Any], c1_p50: float, c32_rps: float) -> dict[str, Any]:
+    """Add Infinity figures to the rows the way ``main`` does (ratios ours / Infinity)."""
+    for row in results["comparison"]:
+        peer = figures(c32_rps, c1_p50, 2 * c1_p50) if row["concurrency"] == 32 else figures(50, c1_p50, 30)
+        row["infinity"] = peer
+        row["ratio_infinity"] = bench.compare(row["ours"], peer)
+    results["infinity"] = {"status": "measured"}
+    return results
+
+
+def test_infinity_targets_are_same_run_ratios() -> None:
+    # Ours: 250 req/s at c=32 and p50 6 ms at c=1.
+    base = results_for(figures(250, 100, 150), figures(50, 600, 900), ours_c1_p50=6)
+    met = verdicts(with_infinity(base, c1_p50=12, c32_rps=150))  # 1.67x, p50 0.5x
+    assert met["infinity_throughput_ratio_c32"] is True
+    assert met["infinity_p50_ratio_c1"] is True
+    base = results_for(figures(250, 100, 150), figures(50, 600, 900), ours_c1_p50=6)
+    missed = verdicts(with_infinity(base, c1_p50=8, c32_rps=200))  # 1.25x, p50 0.75x
+    assert missed["infinity_throughput_ratio_c32"] is False
+    assert missed["infinity_p50_ratio_c1"] is False
+
+
+def test_infinity_that_failed_is_missed_but_skipping_it_is_not() -> None:
+    results = results_for(figures(250, 100, 150), figures(50, 600, 900), ours_c1_p50=6)
+    results["infinity"] = {"status": "failed", "error": "pip failed"}
+    targets = {t["name"]: t["met"] for t in bench.evaluate_targets(results)}
+    assert targets["infinity_throughput_ratio_c32"] is False
+    results["infinity"] = {"status": "skipped", "error": "--no-infinity"}
+    targets = {t["name"]: t["met"] for t in bench.evaluate_targets(results)}
+    assert targets["infinity_throughput_ratio_c32"] is None
+    assert targets["infinity_p50_ratio_c1"] is None
+    # The baseline targets are judged as before.
+    assert targets["throughput_ratio_c32"] is True
+
+
+ICE_LAKE = "flags\t\t: fpu sse avx2 fma avx512f avx512bw avx512_vnni\n"
+EPYC_AVX2 = "flags\t\t: fpu sse avx2 fma\n"
+
+
+def test_cpu_flags_name_the_instruction_set() -> None:
+    assert bench.cpu_flags(ICE_LAKE)["avx512_vnni"] is True
+    flags = bench.cpu_flags(EPYC_AVX2)
+    assert flags["avx2"] is True
+    assert flags["avx512f"] is False
+    assert flags["avx512_vnni"] is False
+
+
+def full_results(peer: bool) -> dict[str, Any]:
+    results = results_for(figures(250, 100, 150), figures(50, 600, 900), ours_c1_p50=6)
+    for row in results["comparison"]:
+        for name in ("ours", "baseline"):
+            row[name] |= {"errors": {"status": 0}, "loadgen_cpu_share": 0.01}
+    if peer:
+        with_infinity(results, c1_p50=12, c32_rps=150)
+        for row in results["comparison"]:
+            row["infinity"] |= {"errors": {"status": 0}, "loadgen_cpu_share": 0.01}
+        results["infinity"] |= {
+            "env": {"infinity_emb": "0.0.78"},
+            "graph": "the bundle's model.onnx as model_quantized.onnx",
+            "agreement": {"messages": 60, "label_agreement": 1.0, "max_abs_score_diff": 1e-7},
+            "messages_over_limit": 3,
+        }
+    else:
+        results["infinity"] = {"status": "failed", "error": "Infinity exited with 3"}
+    results |= {
+        "machine": {
+            "cores": 2,
+            "cpu": "Intel Xeon (test)",
+            "isa": "avx512_vnni",
+            "flags": bench.cpu_flags(ICE_LAKE),
+            "loadavg_1m_at_start": 1.5,
+            "loadavg_at_end": {"1m": 2.0, "5m": 1.8, "15m": 1.0},
+        },
+        "model": {"bundle": "b", "name": "n", "version": "v", "max_length": 64, "quantization": {}},
+        "command": "python -m loadtest.bench",
+        "created_at": "2026-11-30T00:00:00+00:00",
+        "load": {"messages": 2000},
+        "load_generator": {"mean_cpu_share": 0.01},
+        "sweep_concurrency": 32,
+    }
+    results["targets"] = bench.evaluate_targets(results)
+    return results
+
+
+def test_report_names_cpu_isa_and_the_infinity_ratios(tmp_path: Path) -> None:
+    report = bench.report_markdown(full_results(peer=True))
+    assert "Intel Xeon (test), ISA avx512_vnni" in report
+    assert "avx512_vnni yes" in report
+    assert "| 32 | 250.0 | 150.0 | 1.67x |" in report  # ours / Infinity at concurrency 32
+    assert "label agreement 100.0% on 60 messages" in report
+    assert "| throughput at concurrency 32, ours / Infinity (same int8 graph) | 1.67 | 1.5 | met |" in report
+    bench.plot(full_results(peer=True), tmp_path / "bench.png")
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
+
+
+def test_report_says_why_infinity_is_missing() -> None:
+    report = bench.report_markdown(full_results(peer=False))
+    assert "Infinity: failed Infinity exited with 3" in report
+    assert "| p50 latency at concurrency 1, ours / Infinity | nan | 0.6 | **MISSED** |" in report
