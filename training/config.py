@@ -165,6 +165,13 @@ class DataConfig:
         default=None,
         metadata=_doc("Evaluate on a seeded, stratified sample of this many validation rows (null: all)."),
     )
+    test_subset: int | None = field(
+        default=None,
+        metadata=_doc(
+            "Evaluate on a seeded, stratified sample of this many test rows (null: all). For fast smoke "
+            "and CI runs; reported figures use the whole test split."
+        ),
+    )
     encoding: str = field(
         default="utf-8-sig",
         metadata=_doc("Text encoding of the CSV (`utf-8-sig` also accepts a byte-order mark)."),

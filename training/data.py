@@ -457,7 +457,7 @@ def subset(rows: list[dict[str, Any]], size: int | None, seed: int) -> list[dict
 
 def _fingerprint(config: Config, source_sha256: str) -> str:
     data = asdict(config.data)
-    for key in ("train_subset", "validation_subset", "cache_dir"):
+    for key in ("train_subset", "validation_subset", "test_subset", "cache_dir"):
         data.pop(key)
     blob = json.dumps(
         {

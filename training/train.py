@@ -262,7 +262,7 @@ def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) 
     labels, problem_type = prepared.labels, prepared.problem_type
     train_rows = subset(prepared.splits["train"], config.data.train_subset, cfg.seed)
     validation_rows = subset(prepared.splits["validation"], config.data.validation_subset, cfg.seed)
-    test_rows = prepared.splits["test"]
+    test_rows = subset(prepared.splits["test"], config.data.test_subset, cfg.seed)
     log.info(
         "data: train %d (of %d), validation %d, test %d; labels %s",
         len(train_rows),
