@@ -8,6 +8,14 @@
 
     curl -s localhost:8000/classify -H 'content-type: application/json' -d '{"text": "We need water"}'
 
+    # With an API key, POST /classify and /info need `Authorization: Bearer <key>` (probes stay open):
+    openssl rand -hex 32 > api-key && TEXTCLF_API_KEY_FILE=api-key python -m service
+    curl -s localhost:8000/classify -H "Authorization: Bearer $(cat api-key)" \
+         -H 'content-type: application/json' -d '{"text": "We need water"}'
+
+Once the model is loaded, one plain line on stderr says where it serves (``textclf: serving NAME VERSION
+at http://HOST:PORT (page: ...; docs: .../schema/swagger)``); every other line is JSON.
+
 uvicorn runs the app. On SIGTERM it stops accepting connections, waits up to
 ``--shutdown-timeout-seconds`` for requests in progress, then runs the app's shutdown (the batcher
 drains admitted work) and exits.
@@ -55,7 +63,7 @@ def serve(settings: Settings) -> None:
     if settings.workers == 1:
         from service.app import create_app
 
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings, announce=True), **common)  # type: ignore[arg-type]
         return
     # Several processes: each builds its own app (ONNX Runtime sessions cannot cross a fork) from TEXTCLF_*.
     created = "PROMETHEUS_MULTIPROC_DIR" not in os.environ

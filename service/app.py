@@ -6,6 +6,10 @@ engine, check that the model's outputs match the manifest's labels, run a warm-u
 batcher, and only then report ready. A bad bundle leaves the service up but not ready (/health/ready and
 /classify answer 503 with the reason) and writes one ``bundle_invalid`` log line naming the file and field.
 
+With an API key configured (``--api-key`` / ``--api-key-file``), the request middleware refuses POST /classify
+and /info without ``Authorization: Bearer <key>`` (401, before the body is read); the health probes, /metrics,
+the page and /schema stay open.
+
 Shutdown (uvicorn runs it after SIGTERM, once open connections have drained): mark not ready, let the batcher
 finish admitted work, stop.
 """
@@ -13,8 +17,10 @@ finish admitted work, stop.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -27,7 +33,13 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import MutableScopeHeaders
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import OpenAPIMediaType, Reference, RequestBody
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Reference,
+    RequestBody,
+    SecurityScheme,
+)
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from export.bundle import Bundle, BundleError, load_bundle, verify_files
@@ -42,6 +54,7 @@ from service.errors import (
     OverloadedError,
     QueueFullError,
     ServiceError,
+    UnauthorizedError,
     exception_handler,
 )
 from service.logging import configure_logging, log_event
@@ -59,6 +72,12 @@ WARMUP_TEXTS = (
     "inside onnx runtime",
 )
 CLASSIFY_ROUTE = "/classify"
+INFO_ROUTE = "/info"
+# Routes that need the API key when one is configured. The probes, /metrics, the page and /schema stay open:
+# they carry no model output, and probes and Prometheus hold no key.
+PROTECTED_ROUTES = frozenset({CLASSIFY_ROUTE, INFO_ROUTE})
+SECURITY_SCHEME = "apiKey"
+ERROR_SCHEMA_REF = "#/components/schemas/ErrorResponse"
 _REQUEST_ID_MAX = 128
 _REQUEST_ID_ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
@@ -78,6 +97,41 @@ def _request_id(scope: Scope) -> str:
                 return candidate
             break
     return secrets.token_hex(8)
+
+
+def _authorization(scope: Scope) -> bytes | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            return bytes(value)
+    return None
+
+
+def auth_rejection(rt: Runtime, scope: Scope) -> UnauthorizedError | None:
+    """401 unless the request carries ``Authorization: Bearer <the configured key>``; None when no key is
+    configured or the key matches.
+
+    The comparison is constant-time (``hmac.compare_digest``). Neither the key nor what the client sent goes
+    into the answer, the metrics or the log; refusals are counted as ``auth_missing`` (no header, another
+    scheme, no credentials) or ``auth_wrong`` (a Bearer key that does not match).
+    """
+    if not rt.api_key or scope.get("method") == "OPTIONS":
+        return None  # no key configured; CORS preflights carry no credentials by design
+    header = _authorization(scope)
+    scheme, _, credentials = (header or b"").strip().partition(b" ")
+    credentials = credentials.strip()
+    if header is None or not header.strip():
+        message = "this service needs an API key: send the header `Authorization: Bearer <key>`"
+    elif scheme.lower() != b"bearer":
+        message = "the Authorization header must use the Bearer scheme: `Authorization: Bearer <key>`"
+    elif not credentials:
+        message = "the Authorization header holds no key: send `Authorization: Bearer <key>`"
+    elif hmac.compare_digest(credentials, rt.api_key):
+        return None
+    else:
+        rt.metrics.rejections.labels(reason="auth_wrong").inc()
+        return UnauthorizedError("the API key is not valid", detail=None, invalid_token=True)
+    rt.metrics.rejections.labels(reason="auth_missing").inc()
+    return UnauthorizedError(message, detail=None)
 
 
 def early_rejection(rt: Runtime) -> ServiceError | None:
@@ -149,7 +203,10 @@ def request_middleware(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         metrics.in_flight.inc()
-        refusal = early_rejection(rt) if classify else None
+        # The key is checked first: a stranger learns nothing, not even whether the queue is full.
+        refusal: ServiceError | None = auth_rejection(rt, scope) if route in PROTECTED_ROUTES else None
+        if refusal is None and classify:
+            refusal = early_rejection(rt)
         if classify and refusal is None:
             rt.classify_in_flight += 1
         try:
@@ -286,6 +343,23 @@ async def load_model(rt: Runtime, engine_factory: EngineFactory) -> None:
         quantization=manifest.quantization.mode,
         load_seconds=round(time.perf_counter() - started, 3),
     )
+    if rt.announce:
+        print(ready_line(settings, manifest.name, manifest.version), file=sys.stderr, flush=True)
+
+
+def ready_line(settings: Settings, name: str, version: str) -> str:
+    """The one plain (non-JSON) line ``python -m service`` prints once the model is ready: where to go."""
+    everywhere = settings.host in ("0.0.0.0", "::", "")
+    host = "127.0.0.1" if everywhere else settings.host
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{settings.port}"
+    notes = [f"page: {url}/", f"docs: {url}/schema/swagger"]
+    if everywhere:
+        notes.append(f"listening on all interfaces ({settings.host})")
+    if settings.auth_enabled:
+        notes.append("API key required on /classify and /info")
+    return f"textclf: serving {name} {version} at {url} ({'; '.join(notes)})"
 
 
 def _start_metrics_server(rt: Runtime) -> Any:
@@ -304,18 +378,27 @@ def _start_metrics_server(rt: Runtime) -> Any:
     return server
 
 
-def create_app(settings: Settings | None = None, engine_factory: EngineFactory | None = None) -> Litestar:
+def create_app(
+    settings: Settings | None = None, engine_factory: EngineFactory | None = None, *, announce: bool = False
+) -> Litestar:
     """Build the service for ``settings`` (default: from ``TEXTCLF_*`` environment variables).
 
     Args:
         settings: Service settings.
         engine_factory: Builds the engine from a verified bundle (tests pass a fake; default ONNX Runtime).
+        announce: Print one plain line with the URL on stderr once the model is ready (the CLI does).
     """
     settings = settings or Settings.from_env()
     factory = engine_factory or onnx_engine_factory
     metrics = ServiceMetrics(error_types=ERROR_TYPES)
     page_path = controllers.STATIC_DIR / "index.html"
-    rt = Runtime(settings=settings, metrics=metrics, page=page_path.read_bytes())
+    rt = Runtime(
+        settings=settings,
+        metrics=metrics,
+        page=page_path.read_bytes(),
+        api_key=settings.api_key.encode("ascii"),
+        announce=announce,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -327,6 +410,7 @@ def create_app(settings: Settings | None = None, engine_factory: EngineFactory |
             host=settings.host,
             port=settings.port,
             limits=settings.public(),
+            api_key="on" if settings.auth_enabled else "off",
         )
         loader = asyncio.create_task(load_model(rt, factory), name="textclf-load-model")
         metrics_server = _start_metrics_server(rt) if settings.metrics_port else None
@@ -351,6 +435,7 @@ def create_app(settings: Settings | None = None, engine_factory: EngineFactory |
         controllers.HealthController,
         controllers.info,
         controllers.page,
+        controllers.swagger_asset,
     ]
     if not settings.metrics_port:
         route_handlers.append(controllers.metrics_endpoint)
@@ -367,14 +452,52 @@ def create_app(settings: Settings | None = None, engine_factory: EngineFactory |
             version="0.1.0",
             description="Text classification with ONNX Runtime. Errors: {error: {type, message, detail}}.",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
+            render_plugins=[swagger_render_plugin()],
         ),
         state=_initial_state(rt),
         logging_config=None,
         debug=False,
     )
     document_classify_request(app, settings)
+    if settings.auth_enabled:
+        document_api_key(app)
     return app
+
+
+def swagger_render_plugin() -> SwaggerRenderPlugin:
+    """Swagger UI with its script and style served by this app (``controllers.swagger_asset``), not a CDN, so
+    /schema/swagger works offline. The files come from the pinned ``swagger-ui-bundle-v2`` package."""
+    return SwaggerRenderPlugin(
+        version=controllers.swagger_ui_version(),
+        js_url=f"{controllers.SWAGGER_ASSETS_PATH}/swagger-ui-bundle.js",
+        css_url=f"{controllers.SWAGGER_ASSETS_PATH}/swagger-ui.css",
+        standalone_preset_js_url=f"{controllers.SWAGGER_ASSETS_PATH}/swagger-ui-standalone-preset.js",
+    )
+
+
+def document_api_key(app: Litestar) -> None:
+    """Declare the Bearer key in the OpenAPI document (scheme only, never the key) and its 401 on the
+    protected operations, so clients and Swagger UI's "Authorize" button know to send it."""
+    schema = app.openapi_schema
+    components = schema.components
+    components.security_schemes = {
+        SECURITY_SCHEME: SecurityScheme(
+            type="http",
+            scheme="bearer",
+            description="The operator's API key: `Authorization: Bearer <key>`.",
+        )
+    }
+    unauthorized = OpenAPIResponse(
+        description="unauthorized: no `Authorization: Bearer` key, or a wrong one (WWW-Authenticate: Bearer)",
+        content={"application/json": OpenAPIMediaType(schema=Reference(ERROR_SCHEMA_REF))},
+    )
+    for path, method in ((CLASSIFY_ROUTE, "post"), (INFO_ROUTE, "get")):
+        path_item = (schema.paths or {}).get(path)
+        operation = getattr(path_item, method, None) if path_item is not None else None
+        if operation is None:
+            continue
+        operation.security = [{SECURITY_SCHEME: []}]
+        operation.responses = {**(operation.responses or {}), "401": unauthorized}
 
 
 def document_classify_request(app: Litestar, settings: Settings) -> None:
@@ -404,11 +527,11 @@ def document_classify_request(app: Litestar, settings: Settings) -> None:
 def _initial_state(rt: Runtime) -> Any:
     from litestar.datastructures import State
 
-    return State({"runtime": rt, "on_error": _on_error})
+    return State({"runtime": rt, "on_error": _on_error, "max_body_bytes": rt.settings.max_body_bytes})
 
 
 def create_app_from_env() -> Litestar:
     """Entry point for uvicorn worker processes (``--workers`` > 1): settings come from ``TEXTCLF_*``."""
     settings = Settings.from_env()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    return create_app(settings, announce=True)

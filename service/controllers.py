@@ -5,17 +5,20 @@ handlers talk to the ``Engine`` Protocol and the ``Batcher`` held by ``Runtime``
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
-from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
+from litestar import Controller, Request, Response, get, post, route
+from litestar.datastructures import CacheControlHeader, State
+from litestar.enums import HttpMethod, MediaType
+from litestar.exceptions import NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import PathParameter
+from litestar.response import File
 from msgspec import UNSET
 
 from export.bundle import Manifest
@@ -27,7 +30,6 @@ from service.errors import (
     EmptyTextError,
     ErrorResponse,
     InvalidJSONError,
-    InvalidTextError,
     NotReadyError,
     QueueFullError,
     RequestValidationError,
@@ -35,19 +37,31 @@ from service.errors import (
     TextTooLongError,
     TooManyCharactersError,
     TooManyItemsError,
-    lone_surrogate_escape,
 )
 from service.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from service.schemas import ClassifyRequest, ClassifyResponse, Health, Info, ModelRef, Result
 from service.settings import Settings
+from service.text import lone_surrogate_escapes, replace_lone_surrogate_escapes
 
-# C0/C1 control characters except tab, newline and carriage return, plus lone surrogates (which cannot be
-# encoded as UTF-8 and have crashed fast tokenizers).
-_FORBIDDEN_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+REQUEST_FIELDS_HINT = (
+    "send `text` (a string) or `texts` (a list of strings), optionally with `top_k`, `return_all_scores` "
+    "and `truncate`"
+)
+JSON_HINT = (
+    'send a JSON object such as {"text": "..."} with the header content-type: application/json '
+    "(curl: -H 'content-type: application/json' -d '{\"text\": \"...\"}')"
+)
 # Tokenize inline below this many characters (microseconds); in a thread above it, so a long request does
 # not stall the event loop for everyone else.
 _INLINE_TOKENIZE_CHARS = 4096
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+SWAGGER_ASSETS_PATH = "/schema/assets"
+# The only Swagger UI files the page loads (swagger-ui-bundle-v2 ships them; no CDN, works offline).
+SWAGGER_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui-standalone-preset.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+}
 
 
 @dataclass
@@ -63,6 +77,10 @@ class Runtime:
     batcher: Batcher | None = None
     manifest: Manifest | None = None
     page: bytes = b""
+    api_key: bytes = field(default=b"", repr=False)
+    """The configured API key (empty: no key), compared in constant time by the request middleware."""
+    announce: bool = False
+    """Print one plain line with the URL on stderr once the model is ready (``python -m service``)."""
     classify_in_flight: int = 0
     """POST /classify requests let in by the request middleware and not finished (``max_in_flight``)."""
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -84,11 +102,12 @@ def _error_spec(description: str) -> ResponseSpec:
 
 CLASSIFY_RESPONSES = {
     400: _error_spec(
-        "Bad input: invalid_json, validation_error (missing/unknown field, wrong type, text and texts "
-        "both or neither), empty_text, invalid_text (NUL/control characters), too_many_items, "
-        "too_many_characters."
+        "Bad input: invalid_json (not JSON or not UTF-8), validation_error (missing/unknown field, wrong "
+        "type, text and texts both or neither), empty_text (empty or only whitespace), too_many_items, "
+        "too_many_characters. Any other text is classified (control characters, zero-width marks, any "
+        "script); a lone surrogate escape becomes U+FFFD."
     ),
-    413: _error_spec("body_too_large: the body is over max_body_bytes."),
+    413: _error_spec("body_too_large: the body is over max_body_bytes (the limit is in the message)."),
     422: _error_spec("text_too_long: truncate=false and a text has more tokens than the model's max_length."),
     429: _error_spec(
         "queue_full (queue_size requests admitted) or overloaded (max_in_flight requests in flight): "
@@ -98,13 +117,21 @@ CLASSIFY_RESPONSES = {
 }
 
 
-def decode_request(body: bytes) -> ClassifyRequest:
+def decode_request(body: bytes, content_type: str = "application/json") -> ClassifyRequest:
     """The one strict decode of a /classify body (msgspec, no coercion: ``"3"`` for a number or ``"false"``
     for a boolean is a 400, unknown fields are refused).
 
+    A ``\\uD800``-``\\uDFFF`` escape that is not half of a surrogate pair (which msgspec refuses and no UTF-8
+    text can hold) is replaced with U+FFFD and the body decoded again, so such a text is classified. Any
+    content type is accepted as long as the body is JSON; when it is not, the message says how to send JSON.
+
+    Args:
+        body: The raw request body.
+        content_type: The request's Content-Type header, for the hint when the body is not JSON.
+
     Raises:
         RequestValidationError: empty body, or JSON that does not match the request schema.
-        InvalidJSONError: not JSON, not UTF-8, or a lone surrogate escape (named, with its position).
+        InvalidJSONError: not JSON or not UTF-8.
     """
     if not body.strip():
         raise RequestValidationError(
@@ -113,7 +140,10 @@ def decode_request(body: bytes) -> ClassifyRequest:
     try:
         return msgspec.json.decode(body, type=ClassifyRequest)
     except msgspec.ValidationError as exc:
-        raise RequestValidationError(str(exc), detail={"reason": str(exc)}) from None
+        message = str(exc)
+        if "unknown field" in message:
+            message = f"{message}; {REQUEST_FIELDS_HINT}"
+        raise RequestValidationError(message, detail={"reason": str(exc)}) from None
     except UnicodeDecodeError:
         raise _utf8_error(body) from None
     except msgspec.DecodeError as exc:
@@ -121,15 +151,23 @@ def decode_request(body: bytes) -> ClassifyRequest:
             raise RequestValidationError(
                 f"a number is out of range: {exc}", detail={"reason": str(exc)}
             ) from None
-        lone = lone_surrogate_escape(body)
-        if lone is not None:
-            escape, position = lone
-            raise InvalidJSONError(
-                f"invalid JSON: lone surrogate {escape} at byte {position} (a \\uD800-\\uDFFF escape must be "
-                "half of a high+low pair; it is not a character and cannot be encoded as UTF-8)",
-                detail={"reason": "lone_surrogate", "escape": escape, "position": position},
-            ) from None
-        raise InvalidJSONError(f"the request body is not valid JSON: {exc}") from None
+        lone = lone_surrogate_escapes(body)
+        if lone:
+            return decode_request(replace_lone_surrogate_escapes(body, lone), content_type)
+        raise InvalidJSONError(
+            f"the request body is not valid JSON ({exc}){_json_hint(content_type)}",
+            detail={"reason": str(exc), "content_type": content_type or None},
+        ) from None
+
+
+def _json_hint(content_type: str) -> str:
+    """Why a body that is not JSON may have been sent that way, and how to send JSON."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "application/x-www-form-urlencoded":
+        return f"; the body was sent as a form (curl's default for -d without a content type): {JSON_HINT}"
+    if media_type != "application/json":
+        return f"; {JSON_HINT}"
+    return ""
 
 
 def _utf8_error(body: bytes) -> InvalidJSONError:
@@ -144,7 +182,12 @@ def _utf8_error(body: bytes) -> InvalidJSONError:
 
 
 def validate_texts(data: ClassifyRequest, settings: Settings) -> list[str]:
-    """The request's texts, or the first problem with them as a 4xx error."""
+    """The request's texts, or the first problem with them as a 4xx error naming the item.
+
+    Only an empty or whitespace-only text, or one over ``max_text_chars``, is refused: control characters,
+    zero-width and bidi marks, any script and emoji are classified (the tokenizer's normalizer decides what
+    reaches the model; see ``service/text.py``).
+    """
     if (data.text is UNSET) == (data.texts is UNSET):
         raise RequestValidationError(
             "send exactly one of `text` (a string) or `texts` (a list of strings)",
@@ -167,13 +210,6 @@ def validate_texts(data: ClassifyRequest, settings: Settings) -> list[str]:
             )
         if not text.strip():
             raise EmptyTextError(f"{where} is empty or only whitespace", detail={"field": where})
-        bad = _FORBIDDEN_CHARS.search(text)
-        if bad is not None:
-            raise InvalidTextError(
-                f"{where} contains a control character or lone surrogate (U+{ord(bad.group()):04X}) at "
-                f"position {bad.start()}",
-                detail={"field": where, "position": bad.start(), "codepoint": f"U+{ord(bad.group()):04X}"},
-            )
     return texts
 
 
@@ -240,7 +276,7 @@ class ClassifyController(Controller):
         metrics = rt.metrics
         # No `data` parameter: Litestar would decode the body a first, lenient time. The body is decoded
         # once, strictly; its OpenAPI schema is set by ``service.schemas.document_classify_request``.
-        data = decode_request(await request.body())
+        data = decode_request(await request.body(), request.headers.get("content-type", ""))
         if not rt.ready or rt.engine is None or rt.batcher is None or rt.manifest is None:
             if rt.status == "shutting_down":
                 metrics.rejections.labels(reason="shutting_down").inc()
@@ -411,9 +447,41 @@ async def metrics_endpoint(state: State) -> Response[bytes]:
     return Response(runtime(state).metrics.exposition(), media_type=METRICS_MEDIA_TYPE)
 
 
-@get("/", summary="A page to try the classifier", tags=["page"], include_in_schema=False)
+@route(
+    "/",
+    http_method=[HttpMethod.GET, HttpMethod.HEAD],
+    summary="A page to try the classifier",
+    tags=["page"],
+    include_in_schema=False,
+    media_type=MediaType.HTML,
+)
 async def page(state: State) -> Response[bytes]:
-    return Response(runtime(state).page, media_type="text/html; charset=utf-8")
+    # MediaType.HTML: Litestar adds "; charset=utf-8" to text/* itself (once).
+    return Response(runtime(state).page, media_type=MediaType.HTML)
+
+
+def swagger_ui_dir() -> Path:
+    """The Swagger UI distribution inside the installed ``swagger-ui-bundle-v2`` package."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    return Path(swagger_ui_path)
+
+
+def swagger_ui_version() -> str:
+    """The shipped Swagger UI version, from its folder name (``vendor/swagger-ui-5.31.0``)."""
+    return swagger_ui_dir().name.removeprefix("swagger-ui-")
+
+
+@get(
+    f"{SWAGGER_ASSETS_PATH}/{{name:str}}",
+    include_in_schema=False,
+    cache_control=CacheControlHeader(max_age=86400, public=True),
+)
+async def swagger_asset(name: Annotated[str, PathParameter()]) -> File:
+    media_type = SWAGGER_ASSETS.get(name)
+    if media_type is None:
+        raise NotFoundException(f"no Swagger UI asset {name!r}")
+    return File(swagger_ui_dir() / name, media_type=media_type, content_disposition_type="inline")
 
 
 __all__ = [
@@ -424,4 +492,5 @@ __all__ = [
     "metrics_endpoint",
     "page",
     "runtime",
+    "swagger_asset",
 ]

@@ -11,7 +11,6 @@ Litestar's default shape or as an unexplained 500.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any, ClassVar
 
 import msgspec
@@ -64,7 +63,7 @@ class ServiceError(Exception):
 
 
 class InvalidJSONError(ServiceError):
-    """The body is not valid JSON (includes invalid UTF-8 and lone-surrogate escapes)."""
+    """The body is not valid JSON, or not UTF-8 (RFC 8259 requires it)."""
 
     type = "invalid_json"
     status_code = 400
@@ -81,13 +80,6 @@ class EmptyTextError(ServiceError):
     """A text is empty or only whitespace."""
 
     type = "empty_text"
-    status_code = 400
-
-
-class InvalidTextError(ServiceError):
-    """A text holds NUL or other control characters (tab, newline and carriage return are allowed)."""
-
-    type = "invalid_text"
     status_code = 400
 
 
@@ -117,6 +109,25 @@ class BodyTooLargeError(ServiceError):
 
     type = "body_too_large"
     status_code = 413
+
+
+class UnauthorizedError(ServiceError):
+    """An API key is configured and the request carries no ``Authorization: Bearer`` key, or a wrong one.
+
+    The answer never echoes the key or the credential that was sent.
+    """
+
+    type = "unauthorized"
+    status_code = 401
+
+    def __init__(self, message: str, detail: Any = None, invalid_token: bool = False) -> None:
+        super().__init__(message, detail)
+        self.invalid_token = invalid_token
+
+    def response_headers(self) -> dict[str, str]:
+        # RFC 6750 section 3: a 401 names the scheme; error="invalid_token" when a token was sent and refused.
+        challenge = 'Bearer realm="textclf"' + (', error="invalid_token"' if self.invalid_token else "")
+        return {**super().response_headers(), "WWW-Authenticate": challenge}
 
 
 class BadRequestError(ServiceError):
@@ -204,11 +215,11 @@ ERROR_TYPES: tuple[str, ...] = tuple(
         RequestValidationError,
         BadRequestError,
         EmptyTextError,
-        InvalidTextError,
         TooManyItemsError,
         TooManyCharactersError,
         TextTooLongError,
         BodyTooLargeError,
+        UnauthorizedError,
         NotFoundError,
         MethodNotAllowedError,
         ClientDisconnectedError,
@@ -231,36 +242,6 @@ CLASSIFY_ERRORS: tuple[type[ServiceError], ...] = (
 )
 
 
-# A \uXXXX escape of a UTF-16 surrogate: high (D800-DBFF) or low (DC00-DFFF).
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD]([89abAB]|[c-fC-F])[0-9a-fA-F]{2}")
-
-
-def lone_surrogate_escape(body: bytes) -> tuple[str, int] | None:
-    """The first ``\\uD800``-``\\uDFFF`` escape in a JSON body that is not half of a valid pair, as
-    (escape text, byte offset); None when there is none. msgspec calls a lone high surrogate "Input data was
-    truncated", which names the wrong problem; callers use this to say what it is.
-    """
-    expect_low_at = -1
-    for match in _SURROGATE_ESCAPE.finditer(body):
-        start = match.start()
-        backslashes = len(body[:start]) - len(body[:start].rstrip(b"\\"))
-        if backslashes % 2:
-            continue  # an escaped backslash followed by the letters "ud800", not an escape
-        high = match.group(1) in b"89abAB"
-        if expect_low_at != -1:
-            if not high and start == expect_low_at:
-                expect_low_at = -1
-                continue
-            return body[expect_low_at - 6 : expect_low_at].decode("ascii"), expect_low_at - 6
-        if high:
-            expect_low_at = match.end()
-            continue
-        return match.group().decode("ascii"), start
-    if expect_low_at != -1:
-        return body[expect_low_at - 6 : expect_low_at].decode("ascii"), expect_low_at - 6
-    return None
-
-
 def _looks_like_json_problem(text: str) -> bool:
     text = text.lower()
     return any(
@@ -273,8 +254,13 @@ def _is_json_problem(exc: ValidationException) -> bool:
     return _looks_like_json_problem(f"{exc.detail} {exc.extra}")
 
 
-def error_from_exception(exc: Exception) -> ServiceError:
-    """The one mapping from any exception to the error the client sees."""
+def error_from_exception(exc: Exception, max_body_bytes: int | None = None) -> ServiceError:
+    """The one mapping from any exception to the error the client sees.
+
+    Args:
+        exc: What was raised while handling the request.
+        max_body_bytes: The app's body limit, named in the 413 message when known.
+    """
     if isinstance(exc, ServiceError):
         return exc
     if isinstance(exc, UnicodeDecodeError):
@@ -292,7 +278,13 @@ def error_from_exception(exc: Exception) -> ServiceError:
         return MethodNotAllowedError("this method is not allowed on this route", detail=None, allow=allow)
     if isinstance(exc, HTTPException):
         if exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
-            return BodyTooLargeError("the request body is over the size limit")
+            if max_body_bytes is None:
+                return BodyTooLargeError("the request body is over the size limit")
+            return BodyTooLargeError(
+                f"the request body is over the limit of {max_body_bytes} bytes (max_body_bytes); send fewer "
+                "or shorter texts per request",
+                detail={"max_body_bytes": max_body_bytes},
+            )
         if exc.status_code == 500 and _DISCONNECT_TEXT in str(exc.detail):
             return ClientDisconnectedError("the client disconnected before sending the whole body")
         if exc.status_code == 400 and "out of range" in str(exc.detail):
@@ -331,7 +323,7 @@ def error_response(error: ServiceError, request_id: str | None = None) -> Respon
 
 def exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:
     """Litestar exception handler for every exception type (registered for ``Exception``)."""
-    error = error_from_exception(exc)
+    error = error_from_exception(exc, request.app.state.get("max_body_bytes"))
     hook = request.app.state.get("on_error")
     if hook is not None:
         hook(request, error)

@@ -27,7 +27,15 @@ from prometheus_client import (
 )
 
 PREFIX = "textclf"
-REJECTION_REASONS = ("queue_full", "in_flight", "deadline", "not_ready", "shutting_down")
+REJECTION_REASONS = (
+    "queue_full",
+    "in_flight",
+    "deadline",
+    "not_ready",
+    "shutting_down",
+    "auth_missing",  # API key configured; no Bearer credentials (no header, another scheme, empty)
+    "auth_wrong",  # a Bearer key that does not match
+)
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,

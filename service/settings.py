@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,22 @@ class Settings:
             "On SIGTERM: stop accepting, then give admitted requests this long to finish before exiting."
         ),
     )
+    api_key: str = field(
+        default="",
+        repr=False,
+        metadata=_help(
+            "Require `Authorization: Bearer <key>` on POST /classify and /info (health probes, /metrics, the "
+            "page and /schema stay open). Empty (default) = no key. Prefer --api-key-file: a flag shows in "
+            "`ps`. Visible ASCII only, no spaces; e.g. `openssl rand -hex 32`."
+        ),
+    )
+    api_key_file: Path | None = field(
+        default=None,
+        metadata=_help(
+            "Read the API key from this file (a Docker or Kubernetes secret); surrounding whitespace is "
+            "ignored. The service refuses to start when the file is missing or empty, rather than run open."
+        ),
+    )
     workers: int = field(
         default=1,
         metadata=_help(
@@ -160,6 +177,21 @@ class Settings:
         if self.log_level.upper() not in LOG_LEVELS:
             raise SettingsError(f"{_where('log_level')} must be one of {', '.join(LOG_LEVELS)}")
         object.__setattr__(self, "log_level", self.log_level.upper())
+        if self.api_key_file is not None:
+            if self.api_key:
+                raise SettingsError(f"set one of {_where('api_key')} or {_where('api_key_file')}, not both")
+            object.__setattr__(self, "api_key", _read_key_file(self.api_key_file))
+        if self.api_key and not _API_KEY_CHARS.fullmatch(self.api_key):
+            # Never echo the value: the message goes to the terminal and the logs.
+            raise SettingsError(
+                f"{_where('api_key')} must be visible ASCII characters without spaces "
+                f"({len(self.api_key)} characters given)"
+            )
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when requests to POST /classify and /info must carry the API key."""
+        return bool(self.api_key)
 
     @property
     def in_flight_limit(self) -> int:
@@ -183,7 +215,11 @@ class Settings:
         env: dict[str, str] = {}
         for spec in dataclasses.fields(self):
             value = getattr(self, spec.name)
-            if isinstance(value, tuple):
+            if spec.name == "api_key" and self.api_key_file is not None:
+                continue  # the workers read the same file
+            if value is None:
+                text = ""
+            elif isinstance(value, tuple):
                 text = ",".join(value)
             elif isinstance(value, bool):
                 text = "true" if value else "false"
@@ -205,6 +241,21 @@ class Settings:
             "max_items": self.max_items,
             "max_body_bytes": self.max_body_bytes,
         }
+
+
+# RFC 6750's b64token is narrower; any visible ASCII is accepted so `openssl rand -base64` keys work too.
+_API_KEY_CHARS = re.compile(r"[\x21-\x7e]+")
+
+
+def _read_key_file(path: Path) -> str:
+    where = _where("api_key_file")
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{where}: cannot read {path}: {exc.__class__.__name__}") from None
+    if not key:
+        raise SettingsError(f"{where}: {path} is empty; refusing to start without the key it should hold")
+    return key
 
 
 def env_name(name: str) -> str:
@@ -236,6 +287,8 @@ def _convert(name: str, type_name: object, raw: str) -> Any:
             return float(raw)
         if kind == "Path":
             return Path(raw)
+        if kind == "Path | None":
+            return Path(raw) if raw.strip() else None
         if kind.startswith("tuple"):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
         return raw
@@ -254,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     for spec in dataclasses.fields(Settings):
         default = spec.default
         shown = ",".join(default) if isinstance(default, tuple) else default
+        shown = "(none)" if shown in ("", None) else shown
         help_text = f"{spec.metadata['help']} [env {env_name(spec.name)}; default: {shown!s}]"
         if str(spec.type) == "bool":
             parser.add_argument(

@@ -299,6 +299,42 @@ def test_openapi_schema_and_swagger_ui(client: TestClient[Any]) -> None:
     assert client.get("/schema/swagger").status_code == 200
 
 
+def test_swagger_ui_loads_its_assets_from_this_server(client: TestClient[Any]) -> None:
+    """Offline, /schema/swagger must not depend on a CDN: every script and style it names is served here."""
+    page = client.get("/schema/swagger").text
+    assets = re.findall(r"""(?:src|href)=["']([^"']+\.(?:js|css))["']""", page)
+    assert len(assets) == 3, page
+    for url in assets:
+        assert url.startswith("/schema/assets/"), url
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert len(response.content) > 10_000
+        assert response.headers["content-type"].startswith(("text/javascript", "text/css"))
+    assert client.get("/schema/assets/index.html").status_code == 404
+    assert client.get("/schema/assets/..%2Fswagger-initializer.js").status_code == 404
+
+
+def test_head_and_content_type_of_the_page(client: TestClient[Any]) -> None:
+    head = client.head("/")
+    assert head.status_code == 200
+    assert head.content == b""
+    page = client.get("/")
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert head.headers["content-type"] == page.headers["content-type"]
+
+
+def test_ready_line_says_where_to_go(tiny_bundle_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = Settings(model_dir=tiny_bundle_dir, host="0.0.0.0", port=8123)
+    with TestClient(create_app(settings, announce=True)) as test_client:
+        wait_until(test_client)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("textclf: serving")]
+    assert len(lines) == 1, err
+    assert "at http://127.0.0.1:8123 (" in lines[0]
+    assert "/schema/swagger" in lines[0]
+    assert "all interfaces" in lines[0]
+
+
 def test_page_is_self_contained_and_calls_the_api(client: TestClient[Any]) -> None:
     page = client.get("/")
     assert page.status_code == 200

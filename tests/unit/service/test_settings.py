@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,20 @@ EXAMPLES = {
     "cors_origins": ("https://a.example, https://b.example", ("https://a.example", "https://b.example")),
     "shutdown_timeout_seconds": ("5", 5.0),
     "workers": ("2", 2),
+    "api_key": ("k-0123456789abcdef", "k-0123456789abcdef"),
+    "api_key_file": ("", None),  # needs a real file: example() writes one
 }
+KEY_IN_FILE = "from-a-file-0123456789"
+
+
+def example(name: str, tmp_path: Path) -> tuple[str, Any]:
+    """``EXAMPLES[name]``, with a key file written for ``api_key_file``."""
+    raw, expected = EXAMPLES[name]
+    if name == "api_key_file":
+        path = tmp_path / "api-key"
+        path.write_text(f"{KEY_IN_FILE}\n")
+        return str(path), path
+    return raw, expected
 
 
 def test_every_field_has_an_example_and_help() -> None:
@@ -45,8 +59,8 @@ def test_every_field_has_an_example_and_help() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
-def test_each_setting_reads_from_env_and_flag(name: str) -> None:
-    raw, expected = EXAMPLES[name]
+def test_each_setting_reads_from_env_and_flag(name: str, tmp_path: Path) -> None:
+    raw, expected = example(name, tmp_path)
     from_env = Settings.from_env({env_name(name): raw})
     assert getattr(from_env, name) == expected
     spec = next(s for s in dataclasses.fields(Settings) if s.name == name)
@@ -96,3 +110,52 @@ def test_bad_values_are_refused_naming_the_setting(environ: dict[str, str], ment
 def test_env_round_trip_for_worker_processes() -> None:
     settings = Settings(queue_size=5, cors_origins=("https://a.example",), log_request_text=True)
     assert Settings.from_env(settings.to_env()) == settings
+
+
+def test_api_key_off_by_default_and_read_from_a_file(tmp_path: Path) -> None:
+    assert Settings().auth_enabled is False
+    assert Settings.from_env({"TEXTCLF_API_KEY": ""}).auth_enabled is False  # compose passes an empty value
+    _, path = example("api_key_file", tmp_path)
+    settings = Settings.from_env({"TEXTCLF_API_KEY_FILE": str(path)})
+    assert settings.api_key == KEY_IN_FILE  # surrounding whitespace (the trailing newline) is ignored
+    assert settings.auth_enabled
+    # Worker processes get the file, not the key, and read the same key.
+    env = settings.to_env()
+    assert "TEXTCLF_API_KEY" not in env
+    assert Settings.from_env(env) == settings
+
+
+@pytest.mark.parametrize(
+    ("case", "mentions"),
+    [
+        ("missing file", "cannot read"),
+        ("empty file", "is empty"),
+        ("both", "not both"),
+        ("space in key", "visible ASCII"),
+        ("non-ASCII key", "visible ASCII"),
+    ],
+)
+def test_bad_api_key_settings_refuse_to_start_without_echoing_the_key(
+    tmp_path: Path, case: str, mentions: str
+) -> None:
+    secret = "s3cret-value-that-must-not-be-echoed"
+    empty = tmp_path / "empty"
+    empty.write_text("  \n")
+    good = tmp_path / "good"
+    good.write_text(secret)
+    environ = {
+        "missing file": {"TEXTCLF_API_KEY_FILE": str(tmp_path / "nope")},
+        "empty file": {"TEXTCLF_API_KEY_FILE": str(empty)},
+        "both": {"TEXTCLF_API_KEY_FILE": str(good), "TEXTCLF_API_KEY": secret},
+        "space in key": {"TEXTCLF_API_KEY": f"{secret} x"},
+        "non-ASCII key": {"TEXTCLF_API_KEY": f"{secret}é"},
+    }[case]
+    with pytest.raises(SettingsError, match=mentions) as caught:
+        Settings.from_env(environ)
+    assert secret not in str(caught.value)
+
+
+def test_the_key_is_not_in_the_settings_repr_nor_in_public_limits() -> None:
+    settings = Settings(api_key="k-0123456789abcdef")
+    assert "k-0123456789abcdef" not in repr(settings)
+    assert "k-0123456789abcdef" not in str(settings.public())
