@@ -19,7 +19,7 @@ API_KEY_FILE_ENV = "TEXTCLF_API_KEY_FILE"
 
 
 class ApiKeyError(ValueError):
-    """``TEXTCLF_API_KEY_FILE`` names a file that cannot be read or holds no key."""
+    """Both variables are set, or ``TEXTCLF_API_KEY_FILE`` names a file that is unreadable or empty."""
 
 
 @dataclass(frozen=True)
@@ -38,19 +38,22 @@ class ApiKey:
 
 
 def api_key_from_env(environ: Mapping[str, str] | None = None) -> ApiKey | None:
-    """The key from ``TEXTCLF_API_KEY``, else from the file ``TEXTCLF_API_KEY_FILE`` names, else ``None``.
+    """The key from ``TEXTCLF_API_KEY`` or from the file ``TEXTCLF_API_KEY_FILE`` names, else ``None``.
 
-    Surrounding whitespace is stripped (a secret file usually ends with a newline). An empty or unset variable
-    counts as not set.
+    The same rules as the service's settings: surrounding whitespace is stripped (a secret file usually ends
+    with a newline), an empty variable counts as not set, and setting both is an error.
 
     Raises:
-        ApiKeyError: the key file is missing, unreadable or empty, so a run would only collect 401s.
+        ApiKeyError: both are set, or the key file is missing, unreadable or empty (a run would only collect
+            401s).
     """
     environ = os.environ if environ is None else environ
     value = environ.get(API_KEY_ENV, "").strip()
+    file_name = environ.get(API_KEY_FILE_ENV, "").strip()
+    if value and file_name:
+        raise ApiKeyError(f"set one of {API_KEY_ENV} or {API_KEY_FILE_ENV}, not both")
     if value:
         return ApiKey(value, API_KEY_ENV)
-    file_name = environ.get(API_KEY_FILE_ENV, "").strip()
     if not file_name:
         return None
     try:

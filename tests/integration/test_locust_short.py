@@ -8,6 +8,8 @@ only catch a broken or stalled service, not a slow machine).
 from __future__ import annotations
 
 import csv
+import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -37,15 +39,20 @@ def service(tiny_bundle_dir: Path) -> Iterator[ServiceProcess]:
 
 
 def run_loadtest(
-    host: str, slo_text: str, out: Path, users: int, duration: str
+    host: str, slo_text: str, out: Path, users: int, duration: str, *, api_key: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     out.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("TEXTCLF_API_KEY", "TEXTCLF_API_KEY_FILE")}
+    if api_key is not None:
+        env["TEXTCLF_API_KEY"] = api_key
     slo_file = out / "slo.yaml"
     slo_file.write_text(slo_text, encoding="utf-8")
     command = [sys.executable, "-m", "loadtest.run", "--host", host, "--slo", str(slo_file)]
     command += ["--users", str(users), "--spawn-rate", str(users), "--duration", duration]
     command += ["--out", str(out / "reports")]
-    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=90, check=False)
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=90, check=False
+    )
 
 
 def test_short_locust_run_has_no_failures_and_passes_slo(service: ServiceProcess, tmp_path: Path) -> None:
@@ -89,3 +96,27 @@ def test_invalid_slo_file_has_its_own_exit_code(service: ServiceProcess, tmp_pat
     completed = run_loadtest(service.base_url, "max_failure_ratio: lots\n", tmp_path, users=1, duration="2s")
     assert completed.returncode == ExitCode.INVALID_SLO == 3
     assert "field 'max_failure_ratio' must be a number" in completed.stderr
+
+
+def test_loadtest_sends_the_api_key_the_service_requires(tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    key = secrets.token_hex(16)
+    with run_service(tiny_bundle_dir, env={"TEXTCLF_API_KEY": key}) as keyed:
+        refused = run_loadtest(keyed.base_url, LOOSE_SLO, tmp_path / "no-key", users=1, duration="2s")
+        assert refused.returncode == ExitCode.UNAUTHORIZED == 5, refused.stdout + refused.stderr
+        assert "requires an API key" in refused.stderr
+        wrong = run_loadtest(keyed.base_url, LOOSE_SLO, tmp_path / "bad", users=1, duration="2s", api_key="x")
+        assert wrong.returncode == ExitCode.UNAUTHORIZED, wrong.stdout + wrong.stderr
+        assert "refused the API key from TEXTCLF_API_KEY" in wrong.stderr
+
+        completed = run_loadtest(
+            keyed.base_url, LOOSE_SLO, tmp_path / "key", users=2, duration="6s", api_key=key
+        )
+        output = completed.stdout + completed.stderr
+        assert completed.returncode == 0, output
+        (run_dir,) = (tmp_path / "key" / "reports").iterdir()
+        with (run_dir / "locust_stats.csv").open(newline="") as handle:
+            rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(handle)}
+        # Every request, /info included, carried the key: nothing was refused.
+        assert int(rows[("POST", "classify single")]["Request Count"]) > 0
+        assert all(int(row["Failure Count"]) == 0 for row in rows.values()), output
+        assert key not in output  # only where the key came from is printed

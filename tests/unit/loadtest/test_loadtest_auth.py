@@ -44,9 +44,11 @@ def test_key_from_a_secret_file(tmp_path: Path) -> None:
     secret = tmp_path / "api-key"
     secret.write_text(KEY + "\n", encoding="utf-8")  # secret files usually end with a newline
     assert auth_headers({"TEXTCLF_API_KEY_FILE": str(secret)}) == {"Authorization": f"Bearer {KEY}"}
-    # The variable wins over the file, like any explicit setting over a default.
-    both = {"TEXTCLF_API_KEY": "from-env", "TEXTCLF_API_KEY_FILE": str(secret)}
-    assert auth_headers(both) == {"Authorization": "Bearer from-env"}
+    # As in the service's settings: an empty variable is unset, both set is an error.
+    empty_and_file = {"TEXTCLF_API_KEY": "", "TEXTCLF_API_KEY_FILE": str(secret)}
+    assert auth_headers(empty_and_file) == {"Authorization": f"Bearer {KEY}"}
+    with pytest.raises(ApiKeyError, match="not both"):
+        api_key_from_env({"TEXTCLF_API_KEY": "from-env", "TEXTCLF_API_KEY_FILE": str(secret)})
 
 
 def test_unreadable_or_empty_key_file_is_an_error_not_a_keyless_run(tmp_path: Path) -> None:
