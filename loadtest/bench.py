@@ -589,8 +589,12 @@ def start_infinity(
     record: dict[str, Any] = {
         "graph": f"the bundle's {bundle.model_path.name} as {infinity.ONNX_NAME}, with the checkpoint's "
         "config and tokenizer; started in that folder with --model-id . --engine optimum "
-        "--onnx-disable-optimize --device cpu",
-        "design": "Infinity defaults otherwise (dynamic batching, batch size 32)",
+        "--onnx-disable-optimize --device cpu --no-model-warmup",
+        "design": "Infinity defaults otherwise (dynamic batching, batch size 32, one text per pipeline call)",
+        # What differs from ours below the HTTP layer, so the ratio is read for what it is.
+        "session": "optimum's ONNX Runtime defaults: every graph optimization, including the "
+        "SkipLayerNormalization fusion ours disables (so scores differ slightly), intra-op threads = all "
+        "cores, spinning threads",
     }
     try:
         env = infinity.ensure_venv(args.infinity_venv, args.torch_index_url)
