@@ -241,6 +241,14 @@ class TrainConfig:
     batch_size: int = field(
         default=32, metadata=_doc("Training examples per optimizer step (per process under torchrun).")
     )
+    group_by_length: bool = field(
+        default=False,
+        metadata=_doc(
+            "Build training batches from texts of similar length (shuffled windows sorted by length): "
+            "about half the padded tokens of random batches on this dataset, so nearly twice the examples/s "
+            "on CPU. Ignored under torchrun."
+        ),
+    )
     eval_batch_size: int = field(default=64, metadata=_doc("Examples per forward pass when evaluating."))
     learning_rate: float = field(default=5e-5, metadata=_doc("Peak AdamW learning rate."))
     head_learning_rate: float | None = field(

@@ -138,6 +138,40 @@ def parameter_digest(model: Any) -> str:
     return digest.hexdigest()
 
 
+class LengthGroupedBatches:
+    """Training batches of texts of similar length, still in a random order (the idea of HF's
+    ``group_by_length``).
+
+    Each epoch shuffles the rows, cuts them into windows of ``window`` batches, sorts each window by length
+    and cuts it into batches, then shuffles the batches. Padding to the longest text of a random batch of
+    messages doubles the tokens computed (2.01x the real tokens on this dataset's training split at
+    max_length 64); grouped batches waste 2%.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, window: int = 50) -> None:
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.seed = seed
+        self.window = window
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self) -> Any:
+        rng = random.Random(self.seed + self.epoch)
+        self.epoch += 1
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        span = self.batch_size * self.window
+        batches: list[list[int]] = []
+        for start in range(0, len(order), span):
+            chunk = sorted(order[start : start + span], key=self.lengths.__getitem__)
+            batches += [chunk[k : k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
+        rng.shuffle(batches)
+        return iter(batches)
+
+
 def new_run_dir(config: Config) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = Path(config.runs_dir) / f"{stamp}-{config.name}"
@@ -319,9 +353,16 @@ def _run(config: Config, run_dir: Path | None, dist_info: distributed.DistInfo) 
         )
     else:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
-    loader: Any = DataLoader(
-        dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=list, drop_last=False
-    )
+    if cfg.group_by_length and not dist_info.enabled:
+        lengths = [len(features["input_ids"]) for features in train_features]
+        batches = LengthGroupedBatches(lengths, cfg.batch_size, cfg.seed)
+        loader: Any = DataLoader(dataset, batch_sampler=batches, collate_fn=list)
+    else:
+        if cfg.group_by_length:
+            log.warning("train.group_by_length is ignored under torchrun (each rank samples its own share)")
+        loader = DataLoader(
+            dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=list, drop_last=False
+        )
 
     steps_per_epoch = len(loader)
     total_steps = cfg.epochs * steps_per_epoch

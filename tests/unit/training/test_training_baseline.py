@@ -173,7 +173,27 @@ def test_time_budget_stops_training_and_anneals_the_rate(related_config: Path, t
 
 
 def test_test_subset_evaluates_a_sample(related_config: Path, tmp_path: Path) -> None:
-    run_dir = run(load_config(related_config, ["train.max_steps=1", "data.test_subset=10"]), tmp_path / "run")
+    overrides = ["train.max_steps=1", "data.test_subset=10", "train.group_by_length=true"]
+    run_dir = run(load_config(related_config, overrides), tmp_path / "run")
     assert run_dir is not None
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["test"]["n"] == metrics["baseline"]["test"]["n"] == 10
+
+
+def test_length_grouped_batches_cover_every_row_once_with_little_padding() -> None:
+    from training.train import LengthGroupedBatches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 64, size=1000).tolist()
+    batches = LengthGroupedBatches(lengths, batch_size=32, seed=13, window=10)
+    first, second = list(batches), list(batches)
+    assert len(first) == len(batches) == 32
+    assert sorted(i for batch in first for i in batch) == list(range(1000))
+    assert first != second  # a new order every epoch
+    assert list(LengthGroupedBatches(lengths, 32, 13, 10)) == first  # and the same one for the same seed
+
+    def padded(groups: list[list[int]]) -> int:
+        return sum(max(lengths[i] for i in group) * len(group) for group in groups)
+
+    random_batches = [list(range(k, min(k + 32, 1000))) for k in range(0, 1000, 32)]
+    assert padded(first) < 0.7 * padded(random_batches)
