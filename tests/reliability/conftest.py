@@ -89,6 +89,7 @@ class LateApp:
         await self.target(scope, receive, send)
 
 
-def openapi_schema() -> dict[str, Any]:
-    """The service's OpenAPI document, without starting anything (it depends on the routes only)."""
-    return create_app(Settings()).openapi_schema.to_schema()
+def openapi_schema(**settings: Any) -> dict[str, Any]:
+    """The service's OpenAPI document, without starting anything (it depends on the routes and settings only;
+    with ``api_key`` it declares the Bearer scheme and the 401s)."""
+    return create_app(Settings(**settings)).openapi_schema.to_schema()
