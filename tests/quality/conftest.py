@@ -30,7 +30,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     than 10 on a busy machine.
     """
     for item in items:
-        uses_run = "quick_run_dir" in getattr(item, "fixturenames", ())
+        fixtures = getattr(item, "fixturenames", ())
+        uses_run = "quick_run_dir" in fixtures or "real_bundle_dir" in fixtures
         if uses_run and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(QUICK_RUN_TIMEOUT_SECONDS))
 
@@ -70,3 +71,28 @@ def quick_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     assert (run_dir / "metrics.json").is_file(), result.stderr[-2000:]
     return run_dir
+
+
+BUNDLE_DIR_ENV = "TEXTCLF_QUALITY_BUNDLE_DIR"
+
+
+@pytest.fixture(scope="session")
+def real_bundle_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quick run exported by the real exporter (``python -m export --no-bench``), once per session.
+
+    Set ``TEXTCLF_QUALITY_BUNDLE_DIR`` to an existing bundle (e.g. ``models/disaster-related``) to skip the
+    training and the export while iterating locally.
+    """
+    existing = os.environ.get(BUNDLE_DIR_ENV)
+    if existing:
+        bundle_dir = Path(existing).resolve()
+        if not (bundle_dir / "manifest.json").is_file():
+            pytest.fail(f"{BUNDLE_DIR_ENV}={existing} is not a model bundle (no manifest.json)")
+        return bundle_dir
+    run_dir: Path = request.getfixturevalue("quick_run_dir")  # trains only when no bundle was given
+    out = tmp_path_factory.mktemp("real-bundle") / "disaster-related"
+    command = [sys.executable, "-m", "export", "--run-dir", str(run_dir), "--out", str(out), "--no-bench"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"exporting the quick run failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+    return out
