@@ -194,3 +194,30 @@ def test_settings_repr_and_info_hide_the_key(keyed: TestClient[Any]) -> None:
     assert KEY not in repr(Settings(api_key=KEY))
     info = keyed.get("/info", headers=bearer(KEY)).json()
     assert KEY not in str(info)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_kubernetes_reads_the_key_from_an_optional_secret() -> None:
+    import yaml
+
+    deployment = yaml.safe_load((REPO_ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
+    (api,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "api"]
+    (entry,) = [e for e in api.get("env", []) if e["name"] == "TEXTCLF_API_KEY"]
+    ref = entry["valueFrom"]["secretKeyRef"]
+    # optional: without the Secret the pod starts with the API open, as before the key existed.
+    assert ref == {"name": "textclf-api-key", "key": "api-key", "optional": True}
+    probes = [api[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")]
+    assert set(probes) <= {"/health/live", "/health/ready"}  # open routes: probes carry no key
+
+
+def test_compose_override_mounts_the_key_as_a_secret() -> None:
+    import yaml
+
+    override = yaml.safe_load((REPO_ROOT / "deploy" / "compose-api-key.yml").read_text())
+    api = override["services"]["api"]
+    assert api["environment"]["TEXTCLF_API_KEY_FILE"] == "/run/secrets/textclf_api_key"
+    assert api["secrets"] == ["textclf_api_key"]
+    # No default: compose refuses to start without the file instead of running open.
+    assert override["secrets"]["textclf_api_key"]["file"].startswith("${API_AUTH_FILE:?")
