@@ -3,6 +3,8 @@
 # like the official image (entry point, /prometheus owned by nobody, runs as nobody).
 ARG BASE=textclf-standin/debian:bookworm
 FROM ${BASE}
+# Test stand-in: whatever bookworm ships today (the real images pin their base by tag).
+# hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus wget \
  && rm -rf /var/lib/apt/lists/* \

@@ -5,6 +5,8 @@
 # build machines. The shipped Dockerfiles never do that; only this stand-in does.
 ARG BASE=textclf-standin/debian:bookworm
 FROM ${BASE}
+# Test stand-in: whatever bookworm ships today (the real images pin their base by tag).
+# hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       python3 python3-venv python-is-python3 ca-certificates \
