@@ -111,7 +111,6 @@ def _compose_env(api_port: int, prometheus_port: int) -> dict[str, str]:
 def stack() -> Iterator[Stack]:
     """Build everything, `docker compose up --wait`, yield, then `docker compose down -v` (keeps images)."""
     total = time.monotonic()
-    WORK.mkdir(parents=True, exist_ok=True)
     try:
         docker = docker_env.docker_client()
         started = time.monotonic()
@@ -120,6 +119,7 @@ def stack() -> Iterator[Stack]:
         daemon = daemon_cm.__enter__()
     except docker_env.DockerUnavailableError as exc:
         pytest.skip(f"no Docker daemon can run here: {exc}")
+    WORK.mkdir(parents=True, exist_ok=True)
     api_port, prometheus_port = _free_port(), _free_port()
     stack = Stack(_compose_env(api_port, prometheus_port), api_port, prometheus_port)
     stack.report["daemon"] = daemon
