@@ -93,3 +93,17 @@ def test_directional_disaster_words_raise_the_score(
         ["I am at home with my family", "I am at home with my family, the flood is rising and we need help"]
     )
     assert flooded > plain
+
+
+def test_quick_run_carries_the_baseline_and_beats_it(quick_run_dir: Path) -> None:
+    """The baseline is fitted on the same 3,000 messages; the fine-tune ranks messages clearly better."""
+    metrics = _load(quick_run_dir, "metrics.json")
+    baseline = metrics["baseline"]
+    for split in ("validation", "test"):
+        assert set(baseline[split]) == set(metrics[split])
+        assert baseline[split]["n"] == metrics[split]["n"]
+    assert baseline["train_rows"] == 3000
+    # Measured: model 0.89 against 0.84-0.85 for the baseline on the same rows; macro-F1 both tuned.
+    assert metrics["test"]["roc_auc"] >= baseline["test"]["roc_auc"] + 0.02
+    assert metrics["test"]["macro_f1"] >= baseline["test"]["macro_f1"]
+    assert 0.05 <= metrics["decision_threshold"] <= 0.95
