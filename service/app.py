@@ -467,11 +467,14 @@ def create_app(
 def swagger_render_plugin() -> SwaggerRenderPlugin:
     """Swagger UI with its script and style served by this app (``controllers.swagger_asset``), not a CDN, so
     /schema/swagger works offline. The files come from the pinned ``swagger-ui-bundle-v2`` package."""
+    assets = controllers.SWAGGER_ASSETS_PATH
     return SwaggerRenderPlugin(
         version=controllers.swagger_ui_version(),
-        js_url=f"{controllers.SWAGGER_ASSETS_PATH}/swagger-ui-bundle.js",
-        css_url=f"{controllers.SWAGGER_ASSETS_PATH}/swagger-ui.css",
-        standalone_preset_js_url=f"{controllers.SWAGGER_ASSETS_PATH}/swagger-ui-standalone-preset.js",
+        js_url=f"{assets}/swagger-ui-bundle.js",
+        css_url=f"{assets}/swagger-ui.css",
+        standalone_preset_js_url=f"{assets}/swagger-ui-standalone-preset.js",
+        # Litestar's default favicon is on a CDN too.
+        favicon=f"<link rel='icon' type='image/png' href='{assets}/favicon-32x32.png'>",
     )
 
 

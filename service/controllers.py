@@ -61,6 +61,7 @@ SWAGGER_ASSETS = {
     "swagger-ui-bundle.js": "text/javascript",
     "swagger-ui-standalone-preset.js": "text/javascript",
     "swagger-ui.css": "text/css",
+    "favicon-32x32.png": "image/png",
 }
 
 

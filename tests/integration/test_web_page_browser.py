@@ -68,3 +68,64 @@ def test_type_a_message_and_see_a_label(tiny_bundle_dir: Path, browser_path: str
             browser.close()
     assert external == []  # no CDN, no third-party requests
     assert screenshot.stat().st_size > 0
+
+
+def test_swagger_ui_renders_offline(tiny_bundle_dir: Path, browser_path: str) -> None:
+    """/schema/swagger draws the operations with no request leaving the service (no CDN)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with run_service(tiny_bundle_dir) as service, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=browser_path, args=LAUNCH_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            external: list[str] = []
+            page.on(
+                "request",
+                lambda request: (
+                    None if request.url.startswith(service.base_url) else external.append(request.url)
+                ),
+            )
+            page.goto(service.base_url + "/schema/swagger")
+            expect(page.locator(".opblock-summary-path").first).to_be_visible(timeout=20_000)
+            assert "/classify" in page.locator(".swagger-ui").inner_text()
+        finally:
+            browser.close()
+    assert external == []
+
+
+def test_page_asks_for_the_api_key_and_sends_it(
+    tiny_bundle_dir: Path, browser_path: str, tmp_path: Path
+) -> None:
+    """With a key configured the page asks for it, keeps it in sessionStorage and sends it as Bearer."""
+    from playwright.sync_api import expect, sync_playwright
+
+    key = "page-" + "3f9a1c7e5b2d4f6a8c0e"
+    key_file = tmp_path / "api-key"
+    key_file.write_text(key)
+    with (
+        run_service(tiny_bundle_dir, env={"TEXTCLF_API_KEY_FILE": str(key_file)}) as service,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(executable_path=browser_path, args=LAUNCH_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(service.base_url + "/")
+            expect(page.locator("#auth")).to_be_visible(timeout=15_000)
+            expect(page.locator("#model")).to_contain_text("API key")
+            # A wrong key is refused and the page asks again.
+            page.fill("#key", "not-the-key")
+            page.click("#save-key")
+            expect(page.locator("#auth")).to_be_visible(timeout=15_000)
+            expect(page.locator("#model")).to_contain_text("refused")
+            page.fill("#key", key)
+            page.click("#save-key")
+            expect(page.locator("#model")).to_contain_text("tiny-related", timeout=15_000)
+            expect(page.locator("#auth")).to_be_hidden()
+            assert page.evaluate("sessionStorage.getItem('textclf-api-key')") == key
+            page.fill("#text", "We need water and tents")
+            page.click("#submit")
+            expect(page.locator("#result")).to_be_visible(timeout=15_000)
+            assert page.locator("#error").inner_text() == ""
+        finally:
+            browser.close()
+    assert key not in service.logs()
