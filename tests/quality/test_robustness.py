@@ -48,9 +48,10 @@ def client(real_bundle_dir: Path) -> Iterator[TestClient[Any]]:
         yield test_client
 
 
-def classify_all(
-    client: TestClient[Any], texts: list[str]
-) -> tuple[list[dict[str, Any] | None], Counter[str]]:
+Results = list[dict[str, Any] | None]
+
+
+def classify_all(client: TestClient[Any], texts: list[str]) -> tuple[Results, Counter[str]]:
     """Results in input order (None where the batch was refused) and the status/error counts."""
     results: Results = []
     outcomes: Counter[str] = Counter()
