@@ -4,6 +4,8 @@
     python -m export --run-dir artifacts/runs/latest --out models/disaster-related --force
     python -m export --run-dir RUN --out OUT --isa avx2 --parity-sample 500 --no-bench
     python -m export --run-dir RUN --out OUT --allow-degraded     # keep a bundle that failed the gate
+    python -m export --run-dir RUN --out OUT --allow-batch-variant  # let dynamic int8 win if it is fastest
+    python -m export --run-dir RUN --out OUT --quant-modes static_int8 --no-bench   # one candidate only
 
 ``make export`` runs the first form (with ``--force``) on the latest run. Exit codes: 0 written, 2 parity gate
 failed (nothing written; the failed figures are printed), 3 the output exists (use ``--force``), 4 the run
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from export.parity import GateFailedError, GateThresholds
 from export.pipeline import SOURCE_GRAPHS, BundleExistsError, ExportOptions, export_bundle
-from export.quantize import ISAS
+from export.quantize import DEFAULT_QUANT_MODES, ISAS, QUANT_MODES
 from export.run import RunDirError
 
 EXIT_GATE_FAILED = 2
@@ -64,9 +66,20 @@ def parse_args(argv: Sequence[str] | None = None) -> ExportOptions:
         "--keep-token-type-ids", action="store_true", help="keep the token_type_ids input (no folding)"
     )
     parser.add_argument(
+        "--quant-modes",
+        default=",".join(DEFAULT_QUANT_MODES),
+        help=f"int8 candidates to build and measure, comma-separated, of {','.join(QUANT_MODES)} (default: "
+        f"{','.join(DEFAULT_QUANT_MODES)}); the fastest one that passes the gate is served",
+    )
+    parser.add_argument(
+        "--allow-batch-variant",
+        action="store_true",
+        help="let dynamic_int8 be served if fastest: a text's scores then depend on its batch-mates",
+    )
+    parser.add_argument(
         "--source-graphs",
-        default=",".join(SOURCE_GRAPHS),
-        help="fp32 graphs to quantize and compare, comma-separated: optimized,exported (default both)",
+        default="optimized",
+        help="fp32 graphs dynamic_int8 quantizes, comma-separated: optimized,exported (default optimized)",
     )
     parser.add_argument("--parity-sample", type=int, help="compare on the first N test messages only")
     parser.add_argument("--max-logit-diff", type=float, default=defaults.max_abs_logit_diff)
@@ -86,6 +99,10 @@ def parse_args(argv: Sequence[str] | None = None) -> ExportOptions:
     unknown = [s for s in sources if s not in SOURCE_GRAPHS]
     if not sources or unknown:
         parser.error(f"--source-graphs takes {', '.join(SOURCE_GRAPHS)}; got {args.source_graphs!r}")
+    modes = tuple(m.strip() for m in args.quant_modes.split(",") if m.strip())
+    unknown = [m for m in modes if m not in QUANT_MODES]
+    if not modes or unknown:
+        parser.error(f"--quant-modes takes {', '.join(QUANT_MODES)}; got {args.quant_modes!r}")
     # Our progress lines at INFO; the libraries (the ORT quantizer logs one line per tensor) at WARNING.
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
@@ -102,6 +119,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ExportOptions:
         skip_layer_norm_fusion=args.skip_layer_norm_fusion,
         fold_token_types=not args.keep_token_type_ids,
         source_graphs=sources,
+        quant_modes=modes,  # checked against QUANT_MODES above
+        allow_batch_variant=args.allow_batch_variant,
         parity_sample=args.parity_sample,
         limits=GateThresholds(
             max_abs_logit_diff=args.max_logit_diff,

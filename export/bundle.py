@@ -53,18 +53,31 @@ class BundleError(Exception):
 
 
 class Quantization(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """How ``model.onnx`` was produced from the fp32 graph."""
+    """How ``model.onnx`` was produced from the fp32 graph (``export.quantize`` describes the modes)."""
 
-    mode: Literal["dynamic_int8", "none"]
-    """``dynamic_int8`` (weights int8, activations quantized at run time) or ``none`` (fp32 served)."""
+    mode: Literal["static_int8", "static_int8_ffn_weight_only", "weight_only_int8", "dynamic_int8", "none"]
+    """``static_int8`` (calibrated activation scales), ``static_int8_ffn_weight_only`` (the same, with the
+    GELU-fed MatMuls 8-bit weight-only), ``weight_only_int8`` (MatMulNBits, 8-bit weights), ``dynamic_int8``
+    (per-tensor activation scales at run time: batch-variant) or ``none`` (fp32 served)."""
     isa: str | None = None
-    """Instruction set the quantization config targeted: avx512_vnni, avx512, avx2 or arm64."""
+    """Instruction set the integer types were chosen for: avx512_vnni, avx512, avx2 or arm64."""
     per_channel: bool = False
     """Whether weights were quantized per output channel."""
-    source_graph: Literal["optimized", "exported"] = "optimized"
-    """Which fp32 graph was quantized: the O2-optimized one or the plain export."""
+    source_graph: Literal["optimized", "optimized_unfused_attention", "exported"] = "optimized"
+    """Which fp32 graph was quantized: the O2-optimized one (with or without attention fusion) or the plain
+    export."""
     optimization_level: str | None = "O2"
-    """optimum's ORTOptimizer level applied to the fp32 graph."""
+    """optimum's ORTOptimizer level applied to the fp32 graph (``None``: the plain export)."""
+    activation_type: str | None = None
+    """Integer type of quantized activations (``uint8``), or ``None`` when activations stay float."""
+    weight_type: str | None = None
+    """Integer type of quantized weights (``int8`` or ``uint8``)."""
+    reduce_range: bool | None = None
+    """Whether weights use 7 bits (a remedy for u8 x s8 saturation on CPUs without VNNI)."""
+    calibration: str | None = None
+    """What fixed the activation scales (static mode)."""
+    batch_invariant: bool | None = None
+    """Measured by the export gate: a text's scores are the same alone and in any batch (``parity.json``)."""
 
 
 class Manifest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

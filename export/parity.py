@@ -4,9 +4,12 @@ Figures (written to ``parity.json`` and the manifest):
 
 - fp32: ``max_abs_logit_diff`` between PyTorch and the served fp32 ONNX graph (gate: <= 1e-3).
 - int8: ``delta_f1_points`` = |F1(int8) - F1(PyTorch)| x 100 against the gold labels (gate: <= 0.5) and
-  ``label_agreement`` = share of decisions where int8 and PyTorch agree (gate: >= 0.98). Single-label: the top
-  label per text. Multi-label: every (text, label) decision at the manifest thresholds; the share of texts
+  ``label_agreement`` = share of decisions where int8 and PyTorch agree (gate: >= 0.98). Single-label: the
+  top label per text. Multi-label: every (text, label) decision at the manifest thresholds; the share of texts
   whose whole label set agrees is reported too (``set_agreement``) but not gated.
+- batch invariance (``batch_invariance``): every text scored alone and inside shuffled batches of 8, 16 and 32
+  mixed-length neighbours; the largest score difference (gate: <= 1e-4, float rounding) and the number of
+  changed decisions (gate: 0). A candidate that fails only this can be served with ``--allow-batch-variant``.
 
 ONNX logits come from ``service.engine.OnnxEngine`` (the served tokenizer and padding), PyTorch logits from
 the checkpoint with its own Hugging Face tokenizer: a tokenizer mismatch fails the gate as it should.
@@ -14,6 +17,7 @@ the checkpoint with its own Hugging Face tokenizer: a tokenizer mismatch fails t
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +41,8 @@ class GateThresholds:
     """PyTorch vs int8: smallest allowed share of agreeing decisions."""
     max_size_ratio: float = 0.30
     """int8 ``model.onnx`` size as a share of ``model_fp32.onnx``."""
+    max_batch_score_diff: float = 1e-4
+    """Largest allowed |score difference| for a text scored alone vs inside any batch (float rounding)."""
 
 
 class GateFailedError(Exception):
@@ -86,6 +92,49 @@ def onnx_logits(engine: OnnxEngine, texts: Sequence[str], batch_size: int = 32) 
     for batch in plan_batches([t.length for t in tokenized], batch_size, max_batch_tokens=batch_size * 512):
         logits[batch] = engine.logits([tokenized[i] for i in batch])
     return logits
+
+
+INVARIANCE_BATCH_SIZES = (8, 16, 32)
+
+
+def batch_invariance(
+    engine: OnnxEngine,
+    texts: Sequence[str],
+    multi_label: bool,
+    seed: int = 0,
+    max_score_diff: float = GateThresholds.max_batch_score_diff,
+) -> dict[str, Any]:
+    """How far a text's scores move when it shares a batch: alone vs shuffled mixed-length batches.
+
+    Batches here ignore length on purpose (the service groups by length when it can, but under load a short
+    text can share a batch with a long one), so each text also meets the most padding it can meet.
+    """
+    tokenized = engine.tokenize(texts, truncate=True)
+    alone = np.concatenate([engine.infer([item]) for item in tokenized]) if tokenized else np.zeros((0, 0))
+    rng = random.Random(seed)
+    worst = 0.0
+    flips = 0
+    for size in INVARIANCE_BATCH_SIZES:
+        order = list(range(len(tokenized)))
+        rng.shuffle(order)
+        batched = np.zeros_like(alone)
+        for first in range(0, len(order), size):
+            indices = order[first : first + size]
+            batched[indices] = engine.infer([tokenized[i] for i in indices])
+        worst = max(worst, float(np.abs(batched - alone).max(initial=0.0)))
+        if multi_label:
+            limits = np.asarray(engine.manifest.thresholds or [0.5] * alone.shape[1], dtype=np.float32)
+            changed = (batched >= limits) != (alone >= limits)
+        else:
+            changed = batched.argmax(axis=1, keepdims=True) != alone.argmax(axis=1, keepdims=True)
+        flips += int(changed.any(axis=1).sum())
+    return {
+        "max_abs_score_diff": worst,
+        "label_flips": flips,
+        "comparisons": len(texts) * len(INVARIANCE_BATCH_SIZES),
+        "batch_sizes": list(INVARIANCE_BATCH_SIZES),
+        "invariant": flips == 0 and worst <= max_score_diff,
+    }
 
 
 def decisions(logits: np.ndarray, multi_label: bool, thresholds: Sequence[float] | None) -> np.ndarray:
@@ -165,10 +214,25 @@ def compare_int8(
 
 
 def gate_failures(
-    fp32: dict[str, float], int8: dict[str, float], size_ratio: float, limits: GateThresholds
+    fp32: dict[str, float],
+    int8: dict[str, float],
+    size_ratio: float,
+    limits: GateThresholds,
+    invariance: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Messages naming every figure over its limit (empty when the gate passes)."""
+    """Messages naming every figure over its limit (empty when the gate passes).
+
+    ``invariance`` (from ``batch_invariance``) is judged when given; batch-variant candidates are reported
+    separately by the exporter, so a caller that allows them passes ``None``.
+    """
     failures: list[str] = []
+    if invariance is not None and (
+        invariance["label_flips"] or invariance["max_abs_score_diff"] > limits.max_batch_score_diff
+    ):
+        failures.append(
+            f"batch invariance: max |score diff| {invariance['max_abs_score_diff']:.2e} > "
+            f"{limits.max_batch_score_diff:.0e} or {invariance['label_flips']} label flips > 0"
+        )
     if fp32["max_abs_logit_diff"] > limits.max_abs_logit_diff:
         failures.append(
             f"fp32 max_abs_logit_diff {fp32['max_abs_logit_diff']:.2e} > {limits.max_abs_logit_diff:.0e}"

@@ -1,8 +1,9 @@
 """The export pipeline: run directory -> parity-gated, self-describing model bundle, written atomically.
 
-Steps: export (optimum) -> fold ``token_type_ids`` -> optimize (O2) -> quantize both the optimized and the
-plain graph to int8 -> parity gate on the run's test split (and pick the faster int8 candidate that passes)
--> speed report -> model card -> manifest with SHA-256 of every file -> verify -> rename into place.
+Steps: export (optimum) -> fold ``token_type_ids`` -> optimize (O2) -> int8 candidates (static, weight-only,
+dynamic: see ``export.quantize``) -> parity gate on the run's test split, including batch invariance, and pick
+the fastest candidate that passes -> speed report -> model card -> manifest with SHA-256 of every file ->
+verify -> rename into place.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from export import bench as bench_mod
 from export.bundle import (
@@ -45,6 +47,7 @@ from export.optimize import OPTIMIZATION_LEVEL, optimize_onnx
 from export.parity import (
     GateFailedError,
     GateThresholds,
+    batch_invariance,
     compare_fp32,
     compare_int8,
     gate_failures,
@@ -53,14 +56,27 @@ from export.parity import (
     onnx_logits,
     torch_logits,
 )
-from export.quantize import Isa, detect_isa, quantize_dynamic
-from export.run import RunDir, load_run_dir
+from export.quantize import (
+    DEFAULT_QUANT_MODES,
+    ISA_SETTINGS,
+    Isa,
+    QuantMode,
+    detect_isa,
+    quantize_dynamic,
+    quantize_static,
+    quantize_weight_only,
+)
+from export.run import RunDir, load_run_dir, read_examples
 from service.engine import OnnxEngine, available_cores
 
 log = logging.getLogger("export")
 
 BENCH_PNG_FILE = "bench.png"
 SOURCE_GRAPHS = ("optimized", "exported")
+UNFUSED_ATTENTION = "optimized_unfused_attention"
+"""The O2 graph without attention fusion: what the static modes quantize (see export/optimize.py)."""
+CALIBRATION_TEXTS = 256
+"""Validation messages whose activation ranges fix the static int8 scales (min/max)."""
 
 
 class BundleExistsError(FileExistsError):
@@ -85,12 +101,19 @@ class ExportOptions:
     """Quantization target; detected from the CPU when ``None``."""
     per_channel: bool = True
     """Quantize weights per output channel."""
+    quant_modes: tuple[QuantMode, ...] = DEFAULT_QUANT_MODES
+    """int8 modes to build and measure (``export.quantize``); the fastest eligible one is served."""
+    allow_batch_variant: bool = False
+    """Let a batch-variant mode (``dynamic_int8``) be served when it is fastest: faster, but a text's scores
+    then depend on the other texts in its batch. Off by default; recorded in the manifest either way."""
     skip_layer_norm_fusion: bool = False
     """Let O2 fuse residual Add + LayerNorm into SkipLayerNormalization (slower here: see optimize.py)."""
     fold_token_types: bool = True
     """Fold token type 0 into the word embeddings and drop the ``token_type_ids`` input."""
-    source_graphs: tuple[str, ...] = SOURCE_GRAPHS
-    """fp32 graphs to quantize and compare: ``optimized`` (O2) and/or ``exported`` (plain)."""
+    source_graphs: tuple[str, ...] = ("optimized",)
+    """fp32 graphs ``dynamic_int8`` quantizes: ``optimized`` (O2) and/or ``exported`` (plain). The static
+    and weight-only modes always start from the plain export (ONNX Runtime fuses their QDQ/MatMulNBits
+    graphs at load time)."""
     parity_sample: int | None = None
     """Compare on the first N test messages only (all of them when ``None``)."""
     limits: GateThresholds = field(default_factory=GateThresholds)
@@ -103,8 +126,10 @@ class ExportOptions:
     """Distinct test messages the speed report cycles through."""
     bench_batches_per_round: dict[int, int] | None = None
     """Timed calls per system per round, by batch size (default 40 at batch 1, 2 at batch 32)."""
+    invariance_sample: int = 512
+    """Test messages the batch-invariance check scores alone and in batches (each costs one session run)."""
     selection_texts: int = 64
-    """Messages timed (batch 1) to pick the faster int8 candidate."""
+    """Messages timed (at batch 1 and in batches of 32) to pick the fastest int8 candidate."""
     allow_spinning: bool = False
     """ONNX Runtime thread spinning for the engines the report measures (the service's default is off)."""
 
@@ -142,7 +167,7 @@ def _label_prior(run: RunDir) -> dict[str, float]:
 
 
 def _manifest(
-    run: RunDir, options: ExportOptions, inputs: list[str], *, model_opset: int, isa: Isa, source_graph: str
+    run: RunDir, options: ExportOptions, inputs: list[str], *, model_opset: int, isa: Isa
 ) -> Manifest:
     return Manifest(
         schema_version=SCHEMA_VERSION,
@@ -157,15 +182,8 @@ def _manifest(
         truncation_side="left" if run.truncation_side == "left" else "right",
         pad_token_id=_pad_token_id(run),
         inputs=inputs,
-        quantization=Quantization(
-            mode="dynamic_int8",
-            isa=isa,
-            per_channel=options.per_channel,
-            source_graph="optimized" if source_graph == "optimized" else "exported",
-            optimization_level=OPTIMIZATION_LEVEL
-            if options.skip_layer_norm_fusion
-            else f"{OPTIMIZATION_LEVEL} without SkipLayerNormalization fusion",
-        ),
+        # Filled in once the parity gate has picked a candidate.
+        quantization=Quantization(mode="none", isa=isa, per_channel=options.per_channel),
         opset=model_opset,
         versions=library_versions(),
         files={},
@@ -175,14 +193,96 @@ def _manifest(
     )
 
 
-def _batch1_speed(engine: OnnxEngine, texts: list[str]) -> float:
-    """Texts/s at batch 1 through ``predict`` (a short measurement to rank int8 candidates)."""
-    for text in texts[:4]:
-        engine.predict([text])
-    start = time.perf_counter()
-    for text in texts:
-        engine.predict([text])
-    return len(texts) / (time.perf_counter() - start)
+def _selection_speed(engine: OnnxEngine, texts: list[str]) -> dict[str, float]:
+    """Texts/s through ``predict`` at batch 1 and in batches of 32 (a short run to rank candidates)."""
+    engine.predict(texts[:32])
+    speeds: dict[str, float] = {}
+    for size in (1, 32):
+        start = time.perf_counter()
+        for first in range(0, len(texts), size):
+            engine.predict(texts[first : first + size])
+        speeds[f"batch{size}_texts_per_second"] = len(texts) / (time.perf_counter() - start)
+    # One figure to rank by: the geometric mean weighs a quiet service (batch 1) and a busy one alike.
+    speeds["rank_texts_per_second"] = float(
+        np.sqrt(speeds["batch1_texts_per_second"] * speeds["batch32_texts_per_second"])
+    )
+    return speeds
+
+
+def _quantization(
+    options: ExportOptions, isa: Isa, mode: QuantMode, source: str, report: dict[str, Any]
+) -> Quantization:
+    """The manifest's record of how ``model.onnx`` was made and what it was measured to do."""
+    settings = ISA_SETTINGS[isa]
+    weight_only = mode == "weight_only_int8"
+    return Quantization(
+        mode=mode,
+        isa=isa,
+        per_channel=options.per_channel and not weight_only,
+        source_graph=source,  # type: ignore[arg-type]  # one of the graphs the pipeline builds
+        optimization_level=None
+        if source == "exported"
+        else ", ".join(
+            [OPTIMIZATION_LEVEL]
+            + ([] if options.skip_layer_norm_fusion else ["without SkipLayerNormalization fusion"])
+            + (["without attention fusion"] if source == UNFUSED_ATTENTION else [])
+        ),
+        activation_type=None if weight_only else settings.activation_type,
+        weight_type="int8" if weight_only else settings.weight_type,
+        reduce_range=settings.reduce_range,
+        calibration=f"min/max over {CALIBRATION_TEXTS} validation messages"
+        if mode == "static_int8"
+        else None,
+        batch_invariant=report["batch_invariance"]["invariant"],
+    )
+
+
+def _calibration_feeds(engine: OnnxEngine, texts: list[str]) -> Iterator[dict[str, np.ndarray]]:
+    """One text per feed, tokenized as the service does, so padding never enters the calibrated ranges."""
+    for item in engine.tokenize(texts):
+        ids = item.ids.reshape(1, -1)
+        yield {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+
+
+def _build_candidates(
+    options: ExportOptions,
+    *,
+    fp32_graphs: dict[str, Path],
+    work: Path,
+    isa: Isa,
+    calibration: Callable[[], Iterator[dict[str, np.ndarray]]],
+    timings: dict[str, float],
+) -> dict[str, tuple[QuantMode, str, Path]]:
+    """Quantize the fp32 graphs in every requested mode; returns ``name -> (mode, source graph, path)``."""
+    candidates: dict[str, tuple[QuantMode, str, Path]] = {}
+    for mode in options.quant_modes:
+        sources = {
+            "dynamic_int8": options.source_graphs,
+            "weight_only_int8": ("exported",),
+        }.get(mode, (UNFUSED_ATTENTION,))
+        for source in sources:
+            name = f"{mode}/{source}"
+            # Quantizers annotate shapes in place: work on a copy, keep the fp32 graph pristine.
+            source_dir = work / f"to-quantize-{mode}-{source}"
+            shutil.copytree(fp32_graphs[source].parent, source_dir)
+            source_path = source_dir / fp32_graphs[source].name
+            out_path = work / f"{mode}-{source}.onnx"
+            with _step(f"quantize the {source} graph ({mode}, {isa})", timings):
+                if mode == "dynamic_int8":
+                    quantize_dynamic(source_path, out_path, isa, options.per_channel)
+                elif mode in ("static_int8", "static_int8_ffn_weight_only"):
+                    quantize_static(
+                        source_path,
+                        out_path,
+                        calibration(),
+                        isa,
+                        per_channel=options.per_channel,
+                        ffn_weight_only=mode == "static_int8_ffn_weight_only",
+                    )
+                else:
+                    quantize_weight_only(source_path, out_path)
+            candidates[name] = (mode, source, out_path)
+    return candidates
 
 
 def _write_json(path: Path, value: object) -> None:
@@ -231,23 +331,30 @@ def export_bundle(options: ExportOptions) -> Path:
                 work / "exported", work / "optimized", exported.name, options.skip_layer_norm_fusion
             )
         fp32_graphs = {"optimized": optimized, "exported": exported}
-        candidates: dict[str, Path] = {}
-        for source in options.source_graphs:
-            # Quantizing rewrites shape annotations in place: quantize a copy, keep the fp32 graph pristine.
-            source_dir = work / f"to-quantize-{source}"
-            shutil.copytree(fp32_graphs[source].parent, source_dir)
-            with _step(f"quantize the {source} graph (dynamic int8, {isa})", timings):
-                candidates[source] = quantize_dynamic(
-                    source_dir / fp32_graphs[source].name, work / f"int8-{source}", isa, options.per_channel
+        if any(mode.startswith("static_int8") for mode in options.quant_modes):
+            with _step(f"optimize ({OPTIMIZATION_LEVEL} without attention fusion, for static int8)", timings):
+                fp32_graphs[UNFUSED_ATTENTION] = optimize_onnx(
+                    work / "exported",
+                    work / UNFUSED_ATTENTION,
+                    exported.name,
+                    options.skip_layer_norm_fusion,
+                    attention_fusion=False,
                 )
 
         shutil.copyfile(run.model_dir / TOKENIZER_FILE, staging / TOKENIZER_FILE)
         shutil.copyfile(optimized, staging / MODEL_FP32_FILE)
-        inputs = graph_inputs(optimized)
-        manifest = _manifest(
-            run, options, inputs, model_opset=opset(exported), isa=isa, source_graph=options.source_graphs[0]
-        )
+        manifest = _manifest(run, options, graph_inputs(optimized), model_opset=opset(exported), isa=isa)
         staged = Bundle(path=staging, manifest=manifest)
+        fp32_engine = OnnxEngine(staged, threads, options.allow_spinning, model_file=MODEL_FP32_FILE)
+
+        def calibration() -> Iterator[dict[str, np.ndarray]]:
+            # Validation messages: held out from training and from the test split the gate judges on.
+            validation = read_examples(run.path / "eval" / "validation.jsonl")[:CALIBRATION_TEXTS]
+            return _calibration_feeds(fp32_engine, [example.text for example in validation])
+
+        candidates = _build_candidates(
+            options, fp32_graphs=fp32_graphs, work=work, isa=isa, calibration=calibration, timings=timings
+        )
 
         examples = run.test_examples[: options.parity_sample] if options.parity_sample else run.test_examples
         texts = [example.text for example in examples]
@@ -256,49 +363,69 @@ def export_bundle(options: ExportOptions) -> Path:
         with _step(f"parity: PyTorch on {len(texts)} test messages", timings):
             reference = torch_logits(run.model_dir, texts, run.max_length, run.truncation_side)
         with _step("parity: ONNX fp32", timings):
-            fp32_engine = OnnxEngine(staged, threads, options.allow_spinning, model_file=MODEL_FP32_FILE)
             fp32_figures = compare_fp32(reference, onnx_logits(fp32_engine, texts))
         fp32_size = (staging / MODEL_FP32_FILE).stat().st_size
 
         candidate_reports: dict[str, dict[str, Any]] = {}
-        for source, path in candidates.items():
-            with _step(f"parity: int8 from the {source} graph", timings):
+        for name, (_, _, path) in candidates.items():
+            with _step(f"parity: {name}", timings):
                 shutil.copyfile(path, staging / MODEL_FILE)
                 engine = OnnxEngine(staged, threads, options.allow_spinning)
                 figures = compare_int8(
                     reference, onnx_logits(engine, texts), gold, multi_label, run.thresholds
                 )
+                invariance = batch_invariance(
+                    engine,
+                    texts[: options.invariance_sample],
+                    multi_label,
+                    max_score_diff=options.limits.max_batch_score_diff,
+                )
                 size_ratio = path.stat().st_size / fp32_size
-                failures = gate_failures(fp32_figures, figures, size_ratio, options.limits)
-                speed = _batch1_speed(engine, texts[: options.selection_texts])
-            candidate_reports[source] = {
+                judged = None if options.allow_batch_variant else invariance
+                failures = gate_failures(fp32_figures, figures, size_ratio, options.limits, judged)
+                speeds = _selection_speed(engine, texts[: options.selection_texts])
+            passed_gate = not failures
+            candidate_reports[name] = {
                 **figures,
+                **speeds,
+                "batch_invariance": invariance,
                 "size_bytes": path.stat().st_size,
                 "size_ratio": size_ratio,
-                "batch1_texts_per_second": speed,
                 "failures": failures,
+                "eligible": passed_gate,
             }
             log.info(
-                "int8 from %s: agreement %.4f, |dF1| %.3f points, size %.1f%% of fp32, %.0f texts/s batch 1",
-                source,
+                "%s: agreement %.4f, |dF1| %.3f points, invariance max |dscore| %.1e (%d flips), "
+                "size %.1f%% of fp32, %.0f texts/s batch 1, %.0f batch 32%s",
+                name,
                 figures["label_agreement"],
                 figures["delta_f1_points"],
+                invariance["max_abs_score_diff"],
+                invariance["label_flips"],
                 100 * size_ratio,
-                speed,
+                speeds["batch1_texts_per_second"],
+                speeds["batch32_texts_per_second"],
+                "" if passed_gate else f" (fails: {'; '.join(failures)})",
             )
-        passing = [s for s, r in candidate_reports.items() if not r["failures"]]
-        pool = passing or list(candidate_reports)
-        chosen = max(pool, key=lambda s: candidate_reports[s]["batch1_texts_per_second"])
-        failures = candidate_reports[chosen]["failures"]
-        int8_figures = {k: v for k, v in candidate_reports[chosen].items() if k != "failures"}
+        eligible = [name for name, report in candidate_reports.items() if report["eligible"]]
+        chosen = max(
+            eligible or list(candidate_reports), key=lambda n: candidate_reports[n]["rank_texts_per_second"]
+        )
+        failures = list(candidate_reports[chosen]["failures"])
+        chosen_mode, chosen_source, chosen_path = candidates[chosen]
+        int8_figures = {
+            k: v for k, v in candidate_reports[chosen].items() if k not in ("failures", "eligible")
+        }
         parity_report: dict[str, Any] = {
             "num_examples": len(texts),
             "split": "test" if not options.parity_sample else f"test[:{options.parity_sample}]",
             "fp32": fp32_figures,
             "int8": int8_figures,
-            "int8_source_graph": chosen,
+            "int8_candidate": chosen,
+            "int8_source_graph": chosen_source,
             "candidates": candidate_reports,
             "limits": limits_dict(options.limits),
+            "allow_batch_variant": options.allow_batch_variant,
             "passed": not failures,
             "failures": failures,
             "fp32_size_bytes": fp32_size,
@@ -309,12 +436,19 @@ def export_bundle(options: ExportOptions) -> Path:
             raise GateFailedError(failures, parity_report)
         if failures:
             log.warning("parity gate FAILED (%s); writing a degraded bundle", "; ".join(failures))
-        shutil.copyfile(candidates[chosen], staging / MODEL_FILE)
-        manifest.quantization.source_graph = "optimized" if chosen == "optimized" else "exported"
+        shutil.copyfile(chosen_path, staging / MODEL_FILE)
+        manifest.quantization = _quantization(
+            options, isa, chosen_mode, chosen_source, candidate_reports[chosen]
+        )
         manifest.parity = parity_report
         manifest.degraded = bool(failures)
 
         bench_report: dict[str, Any] | None = None
+        # Timed beside the served graph so the report says what batch invariance costs on this CPU.
+        unserved_dynamic = next(
+            (path for mode, _, path in candidates.values() if mode == "dynamic_int8" and mode != chosen_mode),
+            None,
+        )
         if options.bench:
             with _step("speed report (PyTorch eager vs ONNX fp32 vs ONNX int8)", timings):
                 bench_report = bench_mod.speed_report(
@@ -325,7 +459,7 @@ def export_bundle(options: ExportOptions) -> Path:
                     num_texts=options.bench_texts,
                     batches_per_round=options.bench_batches_per_round,
                     allow_spinning=options.allow_spinning,
-                    isa=isa,
+                    dynamic_int8_model=unserved_dynamic,
                 )
             _write_json(staging / BENCH_FILE, bench_report)
             bench_mod.plot_bench(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,12 +41,44 @@ def tiny_bert_multilabel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+class BuildOnce:
+    """Builds an expensive fixture once per test run and reports a failure once, not once per test.
+
+    pytest re-raises a failed session fixture's exception, with its traceback, in every test that uses it
+    (an AVX2 machine once printed 110 errors and 14,800 lines for one broken bundle). Here the first test to
+    ask fails with the reason alone; every later one is skipped, pointing at that failure.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._value: Path | None = None
+        self._error: str | None = None
+        self._reported = False
+
+    def get(self, build: Callable[[], Path]) -> Path:
+        if self._value is None and self._error is None:
+            try:
+                self._value = build()
+            except Exception as exc:
+                self._error = f"{type(exc).__name__}: {exc}"
+        if self._value is not None:
+            return self._value
+        if not self._reported:
+            self._reported = True
+            pytest.fail(f"the {self.name} fixture could not be built: {self._error}", pytrace=False)
+        pytest.skip(f"the {self.name} fixture could not be built (reported once, as a failure, above)")
+
+
+_TINY_BUNDLE = BuildOnce("tiny single-label bundle")
+_TINY_MULTILABEL_BUNDLE = BuildOnce("tiny multi-label bundle")
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A single-label (binary ``related``) bundle exported by the real exporter from the tiny BERT run."""
     from tests.fixtures.bundles import build_tiny_bundle
 
-    return build_tiny_bundle(tmp_path_factory.mktemp("tiny-bundle"))
+    return _TINY_BUNDLE.get(lambda: build_tiny_bundle(tmp_path_factory.mktemp("tiny-bundle")))
 
 
 @pytest.fixture(scope="session")
@@ -53,4 +86,6 @@ def tiny_multilabel_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path
     """A multi-label (four categories, sigmoid, thresholds) bundle exported from the tiny BERT run."""
     from tests.fixtures.bundles import build_tiny_bundle
 
-    return build_tiny_bundle(tmp_path_factory.mktemp("tiny-multilabel-bundle"), multi_label=True)
+    return _TINY_MULTILABEL_BUNDLE.get(
+        lambda: build_tiny_bundle(tmp_path_factory.mktemp("tiny-multilabel-bundle"), multi_label=True)
+    )

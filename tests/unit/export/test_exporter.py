@@ -13,14 +13,15 @@ from export import pipeline
 from export.__main__ import EXIT_BAD_RUN, EXIT_EXISTS, EXIT_GATE_FAILED, main
 from export.bundle import MODEL_FP32_FILE, load_bundle, verify_files
 from export.parity import GateThresholds, gate_failures
-from export.quantize import detect_isa, quantization_config
+from export.quantize import ISA_SETTINGS, ISAS, detect_isa
 from service.engine import OnnxEngine
 from tests.fixtures.runs import build_tiny_run_dir
 
 pytestmark = pytest.mark.unit
 
 # Fast settings: no speed report, only the optimized graph quantized, the tiny model's size limit relaxed.
-FAST = ["--no-bench", "--source-graphs", "optimized", "--max-size-ratio", "1.0", "-q"]
+# One candidate keeps these tests quick; the tiny model's fp32 embeddings dominate its size (see bundles.py).
+FAST = ["--no-bench", "--quant-modes", "static_int8", "--max-size-ratio", "1.5", "-q"]
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +48,14 @@ def _leftovers(folder: Path) -> list[str]:
 def test_gate_fails_on_a_degraded_int8_model(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real_quantize = pipeline.quantize_dynamic
+    real_quantize = pipeline.quantize_static
 
     def degraded_quantize(*args: object, **kwargs: object) -> Path:
         path = real_quantize(*args, **kwargs)  # type: ignore[arg-type]
         _negate_logits(path)
         return path
 
-    monkeypatch.setattr(pipeline, "quantize_dynamic", degraded_quantize)
+    monkeypatch.setattr(pipeline, "quantize_static", degraded_quantize)
     out = tmp_path / "bundle"
     code = main(["--run-dir", str(run_dir), "--out", str(out), *FAST])
     assert code == EXIT_GATE_FAILED
@@ -85,14 +86,14 @@ def test_gate_fails_when_fp32_logits_drift(
 def test_allow_degraded_writes_the_bundle_and_records_it(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_quantize = pipeline.quantize_dynamic
+    real_quantize = pipeline.quantize_static
 
     def degraded_quantize(*args: object, **kwargs: object) -> Path:
         path = real_quantize(*args, **kwargs)  # type: ignore[arg-type]
         _negate_logits(path)
         return path
 
-    monkeypatch.setattr(pipeline, "quantize_dynamic", degraded_quantize)
+    monkeypatch.setattr(pipeline, "quantize_static", degraded_quantize)
     out = tmp_path / "bundle"
     assert main(["--run-dir", str(run_dir), "--out", str(out), "--allow-degraded", *FAST]) == 0
     bundle = load_bundle(out)
@@ -166,23 +167,68 @@ def test_keeping_token_type_ids_gives_the_same_logits(run_dir: Path, tmp_path: P
     )
 
 
-def test_both_graphs_are_quantized_and_the_choice_is_recorded(run_dir: Path, tmp_path: Path) -> None:
+def test_every_mode_is_measured_and_a_batch_invariant_one_is_served(run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "bundle"
-    args = ["--run-dir", str(run_dir), "--out", str(out), "--no-bench", "--max-size-ratio", "1.0", "-q"]
+    args = ["--run-dir", str(run_dir), "--out", str(out), "--no-bench", "--max-size-ratio", "1.5", "-q"]
     assert main(args) == 0
     parity = json.loads((out / "parity.json").read_text())
-    assert set(parity["candidates"]) == {"optimized", "exported"}
-    assert parity["int8_source_graph"] in parity["candidates"]
-    assert load_bundle(out).manifest.quantization.source_graph == parity["int8_source_graph"]
+    assert set(parity["candidates"]) == {
+        "static_int8/exported",
+        "weight_only_int8/exported",
+        "dynamic_int8/optimized",
+    }
+    for report in parity["candidates"].values():
+        assert report["batch_invariance"]["comparisons"] == 3 * parity["num_examples"]
+        assert report["batch1_texts_per_second"] > 0
+        assert report["batch32_texts_per_second"] > 0
+    chosen = parity["candidates"][parity["int8_candidate"]]
+    assert chosen["eligible"] is True
+    assert chosen["batch_invariance"]["invariant"] is True
+    quantization = load_bundle(out).manifest.quantization
+    assert f"{quantization.mode}/{quantization.source_graph}" == parity["int8_candidate"]
+    assert quantization.batch_invariant is True
     assert not (out / "bench.json").exists()
+
+
+def test_a_batch_variant_candidate_fails_the_gate_unless_allowed() -> None:
+    fp32 = {"max_abs_logit_diff": 1e-6}
+    int8 = {"delta_f1_points": 0.0, "label_agreement": 1.0, "f1_pytorch": 0.9, "f1_int8": 0.9}
+    variant = {"max_abs_score_diff": 0.09, "label_flips": 13}
+    failures = gate_failures(fp32, int8, size_ratio=0.25, limits=GateThresholds(), invariance=variant)
+    assert len(failures) == 1
+    assert "batch invariance" in failures[0]
+    assert "13 label flips" in failures[0]
+    # --allow-batch-variant: the exporter does not pass the invariance figures to the gate.
+    assert gate_failures(fp32, int8, size_ratio=0.25, limits=GateThresholds()) == []
+    rounding = {"max_abs_score_diff": 6e-8, "label_flips": 0}
+    assert gate_failures(fp32, int8, size_ratio=0.25, limits=GateThresholds(), invariance=rounding) == []
+
+
+def test_batch_invariance_catches_a_model_that_reads_its_batch_mates(tiny_bundle_dir: Path) -> None:
+    from export.parity import batch_invariance
+
+    engine = OnnxEngine(load_bundle(tiny_bundle_dir), 1)
+    texts = ["we need water after the flood", "nice lunch today", "children trapped in the school"] * 4
+    assert batch_invariance(engine, texts, multi_label=False)["invariant"] is True
+
+    real_infer = engine.infer
+
+    def batch_dependent(batch: list[object]) -> np.ndarray:
+        scores = real_infer(batch)  # type: ignore[arg-type]
+        return scores + 1e-3 * (len(batch) > 1)
+
+    engine.infer = batch_dependent  # type: ignore[method-assign]
+    figures = batch_invariance(engine, texts, multi_label=False)
+    assert figures["invariant"] is False
+    assert figures["max_abs_score_diff"] >= 1e-3
 
 
 def test_size_limit_is_part_of_the_gate(
     run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The tiny model keeps fp32 embeddings that dominate its size, so the 30% limit fails it.
+    # The tiny model's embeddings dominate its size, so the 30% limit fails it.
     out = tmp_path / "bundle"
-    args = ["--run-dir", str(run_dir), "--out", str(out), "--no-bench", "--source-graphs", "optimized", "-q"]
+    args = ["--run-dir", str(run_dir), "--out", str(out), "--no-bench", "--quant-modes", "static_int8", "-q"]
     assert main(args) == EXIT_GATE_FAILED
     assert "size_ratio" in capsys.readouterr().err
     assert not out.exists()
@@ -220,13 +266,12 @@ def test_detect_isa(flags: str, machine: str, expected: str) -> None:
     assert detect_isa(cpuinfo, machine) == expected
 
 
-def test_quantization_config_is_dynamic_per_channel_and_rejects_unknown_isa() -> None:
-    config = quantization_config("avx512_vnni")
-    assert config.is_static is False
-    assert config.per_channel is True
-    assert quantization_config("avx2", per_channel=False).per_channel is False
-    with pytest.raises(ValueError, match="unknown instruction set"):
-        quantization_config("sse2")  # type: ignore[arg-type]
+def test_cpus_without_vnni_get_integer_types_that_cannot_saturate() -> None:
+    # u8 x s8 goes through vpmaddubsw without VNNI, whose int16 pair sums saturate; u8 x u8 widens first.
+    assert ISA_SETTINGS["avx512_vnni"].weight_type == "int8"
+    assert ISA_SETTINGS["avx2"].weight_type == "uint8"
+    assert ISA_SETTINGS["avx512"].weight_type == "uint8"
+    assert set(ISA_SETTINGS) == set(ISAS)
 
 
 def test_run_dir_thresholds_may_be_a_list_or_a_mapping(tmp_path: Path) -> None:
