@@ -126,7 +126,7 @@ loadtest: $(STAMP) ## Headless Locust run against a running service, then the SL
 	$(PY) -m loadtest.run --host http://$(HOST):$(PORT) --users $(USERS) --spawn-rate $(SPAWN_RATE) --duration $(DURATION)
 
 .PHONY: bench
-bench: $(STAMP) $(MODEL_DIR)/manifest.json ## Side-by-side benchmark: this service vs the PyTorch baseline -> bench/.
+bench: $(STAMP) system-deps $(MODEL_DIR)/manifest.json ## Side-by-side benchmark: this service vs the PyTorch baseline -> bench/.
 	$(PY) -m loadtest.bench --model-dir $(MODEL_DIR) --run-dir $(RUN_DIR)
 
 .PHONY: stack

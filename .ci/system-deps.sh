@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the test suite needs: promtool + prometheus (monitoring tests), chromium (web page test).
+# Debian packages the test suite and `make bench` need: promtool + prometheus (monitoring tests), chromium (web
+# page test), wrk (the benchmark's load generator).
 # Installs only what is missing, and only when it can (root with apt-get); otherwise says what to install.
 set -euo pipefail
 
@@ -7,6 +8,7 @@ missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v wrk >/dev/null || missing+=(wrk)
 [ ${#missing[@]} -eq 0 ] && exit 0
 # shellcheck disable=SC2207
 missing=($(printf '%s\n' "${missing[@]}" | sort -u))

@@ -81,6 +81,14 @@ def http_ok(url: str) -> Callable[[], str | None]:
     return check
 
 
+def prometheus_targets_page(base_url: str) -> str:
+    """The targets page this Prometheus serves: ``/targets`` on the React UI, ``/classic/targets`` on builds
+    without it (Debian's 2.42 package answers 404 to ``/targets``)."""
+    status, _ = probe(f"{base_url}/targets")
+    react_ui = status is not None and 200 <= status < 300
+    return f"{base_url}/targets" if react_ui else f"{base_url}/classic/targets"
+
+
 def service_ready(url: str) -> Callable[[], str | None]:
     """``/health/ready`` as a check. ``not_ready`` (bundle rejected) never changes, so it fails at once."""
 
@@ -308,7 +316,7 @@ def run(args: argparse.Namespace, supervisor: Supervisor, workdir: Path) -> int:
 
     log("up:")
     log(f"  API         {api_url}/  (docs {api_url}/schema, metrics {api_url}/metrics)")
-    log(f"  Prometheus  {prometheus_url}/targets")
+    log(f"  Prometheus  {prometheus_targets_page(prometheus_url)}")
     log("  Grafana     compose only (no Debian package): import monitoring/grafana/dashboards/*.json")
     log("Ctrl-C stops everything")
     supervisor.watch()

@@ -57,6 +57,7 @@ from export.parity import (
     torch_logits,
 )
 from export.quantize import (
+    BATCH_INVARIANT_MODES,
     DEFAULT_QUANT_MODES,
     ISA_SETTINGS,
     Isa,
@@ -367,7 +368,7 @@ def export_bundle(options: ExportOptions) -> Path:
         fp32_size = (staging / MODEL_FP32_FILE).stat().st_size
 
         candidate_reports: dict[str, dict[str, Any]] = {}
-        for name, (_, _, path) in candidates.items():
+        for name, (mode, _, path) in candidates.items():
             with _step(f"parity: {name}", timings):
                 shutil.copyfile(path, staging / MODEL_FILE)
                 engine = OnnxEngine(staged, threads, options.allow_spinning)
@@ -383,6 +384,12 @@ def export_bundle(options: ExportOptions) -> Path:
                 size_ratio = path.stat().st_size / fp32_size
                 judged = None if options.allow_batch_variant else invariance
                 failures = gate_failures(fp32_figures, figures, size_ratio, options.limits, judged)
+                if mode not in BATCH_INVARIANT_MODES and not options.allow_batch_variant:
+                    failures.append(
+                        f"{mode} is batch-variant by construction (one activation scale per batch tensor; "
+                        f"measured here: max |score diff| {invariance['max_abs_score_diff']:.1e}); "
+                        "serve it only with --allow-batch-variant"
+                    )
                 speeds = _selection_speed(engine, texts[: options.selection_texts])
             passed_gate = not failures
             candidate_reports[name] = {

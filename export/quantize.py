@@ -43,6 +43,12 @@ QUANT_MODES: tuple[QuantMode, ...] = (
     "weight_only_int8",
     "dynamic_int8",
 )
+BATCH_INVARIANT_MODES: frozenset[str] = frozenset(
+    {"static_int8", "static_int8_ffn_weight_only", "weight_only_int8"}
+)
+"""Modes whose arithmetic never looks at other texts of the batch. The gate still measures it; a mode outside
+this set is served only with ``--allow-batch-variant``, however small its measured drift on the gate's
+texts."""
 DEFAULT_QUANT_MODES: tuple[QuantMode, ...] = ("static_int8", "static_int8_ffn_weight_only", "dynamic_int8")
 """Built and measured by default: weight-only int8 measured slower than fp32 on both AVX2 and AVX-512 VNNI
 machines here (93 vs 107 texts per CPU-second at batch 1), so it is built only when asked for."""
