@@ -242,7 +242,10 @@ def _calibration_feeds(engine: OnnxEngine, texts: list[str]) -> Iterator[dict[st
     """One text per feed, tokenized as the service does, so padding never enters the calibrated ranges."""
     for item in engine.tokenize(texts):
         ids = item.ids.reshape(1, -1)
-        yield {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if "token_type_ids" in engine.manifest.inputs:  # bundles exported with --keep-token-type-ids
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        yield feeds
 
 
 def _build_candidates(

@@ -425,6 +425,9 @@ async def info(state: State) -> Info:
             "mode": manifest.quantization.mode,
             "isa": manifest.quantization.isa,
             "per_channel": manifest.quantization.per_channel,
+            # False only for a bundle exported with --allow-batch-variant: a text's scores then depend on
+            # the other texts of its batch (see export/quantize.py).
+            "batch_invariant": manifest.quantization.batch_invariant,
         },
         versions=dict(manifest.versions),
         degraded=manifest.degraded,

@@ -169,14 +169,17 @@ def test_keeping_token_type_ids_gives_the_same_logits(run_dir: Path, tmp_path: P
 
 def test_every_mode_is_measured_and_a_batch_invariant_one_is_served(run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "bundle"
+    modes = "static_int8,static_int8_ffn_weight_only,weight_only_int8,dynamic_int8"
     args = ["--run-dir", str(run_dir), "--out", str(out), "--no-bench", "--max-size-ratio", "1.5", "-q"]
-    assert main(args) == 0
+    assert main([*args, "--quant-modes", modes]) == 0
     parity = json.loads((out / "parity.json").read_text())
     assert set(parity["candidates"]) == {
-        "static_int8/exported",
+        "static_int8/optimized_unfused_attention",
+        "static_int8_ffn_weight_only/optimized_unfused_attention",
         "weight_only_int8/exported",
         "dynamic_int8/optimized",
     }
+    assert parity["candidates"]["dynamic_int8/optimized"]["eligible"] is False
     for report in parity["candidates"].values():
         assert report["batch_invariance"]["comparisons"] == 3 * parity["num_examples"]
         assert report["batch1_texts_per_second"] > 0

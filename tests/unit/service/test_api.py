@@ -172,6 +172,7 @@ def test_info_shows_the_manifest_and_the_limits(tiny_bundle_dir: Path) -> None:
     assert info["problem_type"] == "single_label"
     assert info["max_length"] == manifest.max_length
     assert info["quantization"]["mode"] == manifest.quantization.mode
+    assert info["quantization"]["batch_invariant"] is True
     assert info["versions"] == manifest.versions
     assert info["limits"]["max_items"] == 7
     assert info["limits"]["queue_size"] == 9
