@@ -81,6 +81,23 @@ ISA_SETTINGS: dict[Isa, IsaSettings] = {
 }
 
 
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none).
+
+    Args:
+        cpuinfo: Contents of ``/proc/cpuinfo`` (read when ``None``); a parameter so tests can pass other CPUs.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpuinfo = ""
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
 def detect_isa(cpuinfo: str | None = None, machine: str | None = None) -> Isa:
     """The best quantization target this CPU supports.
 
@@ -91,16 +108,7 @@ def detect_isa(cpuinfo: str | None = None, machine: str | None = None) -> Isa:
     machine = (machine or platform.machine()).lower()
     if machine in ("arm64", "aarch64"):
         return "arm64"
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            cpuinfo = ""
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
+    flags = cpu_flags(cpuinfo)
     if "avx512_vnni" in flags:
         return "avx512_vnni"
     if "avx512f" in flags and "avx512bw" in flags:

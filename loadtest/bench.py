@@ -47,6 +47,7 @@ import msgspec
 from deploy.ports import free_port
 from export.bench import cpu_name
 from export.bundle import BENCH_FILE, load_bundle
+from export.quantize import cpu_flags as read_cpu_flags
 from export.quantize import detect_isa
 from loadtest import infinity
 from loadtest.auth import ApiKey, ApiKeyError, api_key_from_env
@@ -122,16 +123,7 @@ def isa_target(isa: str | None) -> Target:
 
 def cpu_flags(cpuinfo: str | None = None) -> dict[str, bool]:
     """Which of ``ISA_FLAGS`` this CPU has (``/proc/cpuinfo``; a parameter so tests can pass other CPUs)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            cpuinfo = ""
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
+    flags = read_cpu_flags(cpuinfo)
     return {flag: flag in flags for flag in ISA_FLAGS}
 
 
