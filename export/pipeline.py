@@ -77,7 +77,7 @@ SOURCE_GRAPHS = ("optimized", "exported")
 UNFUSED_ATTENTION = "optimized_unfused_attention"
 """The O2 graph without attention fusion: what the static modes quantize (see export/optimize.py)."""
 CALIBRATION_TEXTS = 256
-"""Validation messages whose activation ranges fix the static int8 scales (min/max)."""
+"""Validation messages whose activation ranges fix the static int8 scales (min/max, moving average)."""
 
 
 class BundleExistsError(FileExistsError):
@@ -113,8 +113,7 @@ class ExportOptions:
     """Fold token type 0 into the word embeddings and drop the ``token_type_ids`` input."""
     source_graphs: tuple[str, ...] = ("optimized",)
     """fp32 graphs ``dynamic_int8`` quantizes: ``optimized`` (O2) and/or ``exported`` (plain). The static
-    and weight-only modes always start from the plain export (ONNX Runtime fuses their QDQ/MatMulNBits
-    graphs at load time)."""
+    modes start from O2 without attention fusion, weight-only from the plain export."""
     parity_sample: int | None = None
     """Compare on the first N test messages only (all of them when ``None``)."""
     limits: GateThresholds = field(default_factory=GateThresholds)
