@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from export.__main__ import main
 from export.bundle import MODEL_FILE, MODEL_FP32_FILE, load_bundle, verify_files
 from service.engine import OnnxEngine
 
@@ -18,11 +17,10 @@ pytestmark = [pytest.mark.quality, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def real_bundle(quick_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("export-quality") / "disaster-related"
-    # The speed report is measured by `make export`; here only the gate and the files matter.
-    assert main(["--run-dir", str(quick_run_dir), "--out", str(out), "--no-bench"]) == 0
-    return out
+def real_bundle(real_bundle_dir: Path) -> Path:
+    """The quick run exported once per session (tests/quality/conftest.py); the speed report is measured by
+    `make export`, here only the gate and the files matter."""
+    return real_bundle_dir
 
 
 def test_gate_passes_on_the_full_test_split(real_bundle: Path, quick_run_dir: Path) -> None:
