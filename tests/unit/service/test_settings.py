@@ -32,7 +32,7 @@ EXAMPLES = {
     "cors_origins": ("https://a.example, https://b.example", ("https://a.example", "https://b.example")),
     "shutdown_timeout_seconds": ("5", 5.0),
     "workers": ("2", 2),
-    "api_key": ("k-0123456789abcdef", "k-0123456789abcdef"),
+    "api_key": ("k-example-0123456789abcdef", "k-example-0123456789abcdef"),
     "api_key_file": ("", None),  # needs a real file: example() writes one
 }
 KEY_IN_FILE = "from-a-file-0123456789"
@@ -138,7 +138,7 @@ def test_api_key_off_by_default_and_read_from_a_file(tmp_path: Path) -> None:
 def test_bad_api_key_settings_refuse_to_start_without_echoing_the_key(
     tmp_path: Path, case: str, mentions: str
 ) -> None:
-    secret = "s3cret-value-that-must-not-be-echoed"
+    secret = "s3cret-example-value-that-must-not-be-echoed"
     empty = tmp_path / "empty"
     empty.write_text("  \n")
     good = tmp_path / "good"
@@ -156,6 +156,6 @@ def test_bad_api_key_settings_refuse_to_start_without_echoing_the_key(
 
 
 def test_the_key_is_not_in_the_settings_repr_nor_in_public_limits() -> None:
-    settings = Settings(api_key="k-0123456789abcdef")
-    assert "k-0123456789abcdef" not in repr(settings)
-    assert "k-0123456789abcdef" not in str(settings.public())
+    settings = Settings(api_key="k-example-0123456789abcdef")
+    assert "k-example-0123456789abcdef" not in repr(settings)
+    assert "k-example-0123456789abcdef" not in str(settings.public())
