@@ -1,4 +1,4 @@
-"""Step 3: int8 quantization, configured for the CPU, in three modes the exporter measures against each other.
+"""Step 3: int8 quantization, configured for the CPU, in four modes the exporter measures against each other.
 
 - ``static_int8``: weights int8 per channel, activations int8 with scales fixed by calibration on held-out
   messages (ONNX Runtime's ``quantize_static``, QDQ format, min/max with a moving average over 256 messages).
@@ -6,7 +6,7 @@
   the O2 graph without attention fusion, so that the Q/K/V projections are MatMuls it can quantize.
 - ``static_int8_ffn_weight_only``: the same, except the second feed-forward MatMul of each layer (its input
   is the GELU output, whose outliers a fixed scale clips) is 8-bit weight-only. More accurate, a little
-  slower: measured on the quick bundle, label agreement with PyTorch 99.35% vs 98.24%.
+  slower: measured on the quick bundle, label agreement with PyTorch 99.27% vs 98.24%.
 - ``weight_only_int8``: ONNX Runtime's ``MatMulNBits`` with 8-bit weights (block 32, ``accuracy_level`` 4:
   activations quantized per row and block inside the kernel), so also batch-invariant.
 - ``dynamic_int8``: activations quantized at run time with one scale per tensor. That tensor spans every text
@@ -54,8 +54,8 @@ BATCH_INVARIANT_MODES: frozenset[str] = frozenset(
 this set is served only with ``--allow-batch-variant``, however small its measured drift on the gate's
 texts."""
 DEFAULT_QUANT_MODES: tuple[QuantMode, ...] = ("static_int8", "static_int8_ffn_weight_only", "dynamic_int8")
-"""Built and measured by default: weight-only int8 measured slower than fp32 on both AVX2 and AVX-512 VNNI
-machines here (93 vs 107 texts per CPU-second at batch 1), so it is built only when asked for."""
+"""Built and measured by default. Weight-only int8 everywhere was no faster than fp32 on an AVX2 machine nor
+on AVX-512 VNNI (93 vs 107 texts per CPU-second at batch 1), so it is built only when asked for."""
 
 WEIGHT_ONLY_BLOCK_SIZE = 32
 """Block size of ``MatMulNBits``. 32 measured batch-invariant (max |Δlogit| 0.0); 128 did not (1.2e-3)."""
