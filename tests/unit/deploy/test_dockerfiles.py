@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -345,22 +346,48 @@ def _runtime_imports(path: Path) -> set[str]:
     """Absolute module names imported anywhere in ``path`` (also inside functions: lazy imports run too),
     except under ``if TYPE_CHECKING:`` and in ``try`` blocks that catch ImportError (optional imports)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    return _imported_names(tree, _skipped_nodes(tree, optional_imports=True), resolve=None)
+
+
+def _skipped_nodes(tree: ast.AST, optional_imports: bool) -> set[int]:
+    """Nodes under ``if TYPE_CHECKING:`` (never run) and, with ``optional_imports``, in ``try`` blocks that
+    catch ImportError."""
     skipped: set[int] = set()
     for node in ast.walk(tree):
         guarded = isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-        optional = isinstance(node, ast.Try) and any(_catches_import_error(h) for h in node.handlers)
+        optional = (
+            optional_imports
+            and isinstance(node, ast.Try)
+            and any(_catches_import_error(h) for h in node.handlers)
+        )
         if guarded or optional:
             for statement in node.body:
                 skipped.update(id(child) for child in ast.walk(statement))
+    return skipped
+
+
+def _imported_names(
+    tree: ast.AST, skipped: set[int], resolve: Callable[[ast.ImportFrom], str] | None
+) -> set[str]:
+    """Modules (and ``module.name`` candidates) imported outside ``skipped``; relative imports are resolved
+    with ``resolve``, or left out when it is ``None``."""
     names: set[str] = set()
     for node in ast.walk(tree):
         if id(node) in skipped:
             continue
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                if resolve is None:
+                    continue
+                base = resolve(node)
+            elif node.module:
+                base = node.module
+            else:
+                continue
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
     return names
 
 
@@ -433,15 +460,6 @@ PYTHON_M = re.compile(r"\bpython3?\s+-m\s+([A-Za-z_][\w.]*)")
 LOCUST_F = re.compile(r"\blocust\s+-f\s+/app/(\S+\.py)")
 
 
-def _type_checking_nodes(tree: ast.AST) -> set[int]:
-    skipped: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for statement in node.body:
-                skipped.update(id(child) for child in ast.walk(statement))
-    return skipped
-
-
 def _resolve_relative(module: str, node: ast.ImportFrom, is_package: bool) -> str:
     parts = module.split(".")
     base = parts if is_package else parts[:-1]
@@ -465,19 +483,11 @@ def _internal_names(path: Path, module: str) -> tuple[set[str], set[str]]:
     """Our own modules that ``path`` imports (at module level or inside functions: lazy imports run too), and
     those it starts as ``python -m`` children; ``if TYPE_CHECKING:`` blocks never run and are left out."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    skipped = _type_checking_nodes(tree)
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                base = _resolve_relative(module, node, path.name == "__init__.py")
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
+    names = _imported_names(
+        tree,
+        _skipped_nodes(tree, optional_imports=False),
+        resolve=lambda node: _resolve_relative(module, node, path.name == "__init__.py"),
+    )
 
     def ours(found: set[str]) -> set[str]:
         return {name for name in found if name.split(".")[0] in INTERNAL}
