@@ -7,12 +7,15 @@ any script, emoji.
 The service changes one thing itself: a JSON ``\\uD800``-``\\uDFFF`` escape that is not half of a surrogate
 pair (a lone surrogate: no UTF-8 text can hold it, and msgspec refuses it) becomes U+FFFD, the replacement
 character. Everything else reaches the bundle's tokenizer unchanged, and the ``normalizer`` of its
-``tokenizer.json`` decides what the model sees. For the MiniLM bundles that is a ``BertNormalizer``:
+``tokenizer.json`` decides what the model sees. For the MiniLM bundles that is the mojibake repairs training
+puts first (``training.model.MOJIBAKE_REPAIRS``: the Kaggle tweets' "\\x89Û" + one symbol becomes a space,
+"Â" before U+00A0-U+00BF is dropped), then a ``BertNormalizer``:
 
 - ``clean_text`` drops U+0000, U+FFFD and every control, format or private-use character
   (categories Cc, Cf, Co: C0/C1 controls such as U+0089, zero-width and bidi marks, the BOM) except tab,
   newline and carriage return, and maps every whitespace character to a space;
-- ``lowercase`` (``strip_accents`` unset) lowercases and strips accents, so "Â" reaches the model as "a";
+- ``lowercase`` (``strip_accents`` unset) lowercases and strips accents, so "Ângela" reaches the model as
+  "angela";
 - ``handle_chinese_chars`` makes each CJK ideograph a word of its own.
 
 A text made only of dropped characters reaches the model as ``[CLS] [SEP]`` and gets the model's answer for

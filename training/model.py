@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,44 @@ def resolve_base(base: str) -> str:
     return base  # a Hugging Face id such as bert-base-uncased (needs the Hub)
 
 
+# Mojibake the tokenizer repairs before its own normalizer runs (issue 13). Both are UTF-8 text read back in
+# a single-byte code page; left alone they glue letters to the word before them ("Â" and "Û" lose their
+# accent and become "a" and "u"), which moves the label of borderline messages.
+MOJIBAKE_REPAIRS: tuple[tuple[str, str], ...] = (
+    # The Kaggle disaster tweets' rendering of a U+2000-block punctuation mark (… — “ ” ’): "\x89Û" plus one
+    # symbol, e.g. "\x89Û_" where an ellipsis was. The mark itself cannot be recovered: it becomes a space.
+    ("\x89\u00db[^\\sA-Za-z0-9]?", " "),
+    # U+00A0-U+00BF (no-break space, degree sign, ©, ½ ...) encoded as UTF-8 and read as Latin-1/cp1252:
+    # "Â" + the character. The "Â" goes; the character stays. A real "Â" is followed by a letter.
+    ("\u00c2(?=[\u00a0-\u00bf])", ""),
+)
+
+
+def _has_repairs(normalizer: dict[str, Any]) -> bool:
+    """True when a serialized normalizer already starts with the ``MOJIBAKE_REPAIRS``."""
+    steps = normalizer.get("normalizers", []) if normalizer.get("type") == "Sequence" else [normalizer]
+    patterns = [step.get("pattern", {}).get("Regex") for step in steps[: len(MOJIBAKE_REPAIRS)]]
+    return patterns == [pattern for pattern, _ in MOJIBAKE_REPAIRS]
+
+
+def add_mojibake_repair(tokenizer: Any) -> None:
+    """Put the ``MOJIBAKE_REPAIRS`` in front of a fast tokenizer's normalizer, once.
+
+    They live in ``tokenizer.json``, so training, the export's PyTorch reference and the service (which loads
+    the same file with the ``tokenizers`` library) all see the same repaired text.
+    """
+    from tokenizers import Regex, normalizers
+
+    backend = tokenizer.backend_tokenizer
+    current = backend.normalizer
+    if current is not None and _has_repairs(json.loads(backend.to_str())["normalizer"]):
+        return  # a checkpoint fine-tuned here already carries them
+    steps = [normalizers.Replace(Regex(pattern), content) for pattern, content in MOJIBAKE_REPAIRS]
+    backend.normalizer = normalizers.Sequence(steps if current is None else [*steps, current])
+
+
 def load_tokenizer(base: str) -> Any:
+    """The base checkpoint's fast tokenizer, with the mojibake repairs in front of its normalizer."""
     from transformers import AutoTokenizer
 
     try:
@@ -58,6 +96,7 @@ def load_tokenizer(base: str) -> Any:
         raise ModelError(f"model.base {base!r}: cannot load the tokenizer ({error})") from error
     if not tokenizer.is_fast:
         raise ModelError(f"model.base {base!r}: no fast tokenizer; the service needs tokenizer.json")
+    add_mojibake_repair(tokenizer)
     return tokenizer
 
 

@@ -3,12 +3,11 @@
 - every test-split ``message`` gets 200 (a message that is empty or only whitespace gets its documented 400
   ``empty_text``; the data has at most a handful, counted and printed);
 - every non-empty ``original`` (the untranslated messages: Haitian Creole, Urdu, Spanish, ...) gets 200;
-- real test messages with junk injected the way real pipelines leave it get 200 and keep their label (for the
-  letter mojibake "Â" and "Û", which reach the model as "a" and "u": every message decided with a top score of
-  at least 0.6 keeps it, and at most 2% change at all):
-  C1 controls from mojibake (U+0089, U+009D) anywhere, the Kaggle-tweet mojibake tail "\\x89Û_", a
-  non-breaking space decoded as cp1252 ("Â" + U+00A0 in place of a space), zero-width characters and the
-  BOM anywhere, and bidi marks and embeddings around words.
+- real test messages with junk injected the way real pipelines leave it get 200 and keep their label, every
+  one of them: C1 controls from mojibake (U+0089, U+009D) anywhere, the Kaggle-tweet mojibake tail "\\x89Û_"
+  and quotes "\\x89ÛÏ...\\x89Û\\x9d", a non-breaking space decoded as cp1252 ("Â" + U+00A0 in place of a
+  space), zero-width characters and the BOM anywhere, and bidi marks and embeddings around words. The
+  tokenizer drops the invisible ones and repairs the letter mojibake (``training.model.MOJIBAKE_REPAIRS``).
 
 Sent in lists of ``max_items`` texts, as a client would. ``real_bundle_dir``: tests/quality/conftest.py.
 """
@@ -116,6 +115,14 @@ def _kaggle_tail(text: str, rng: random.Random) -> str:
     return text.rstrip() + rng.choice(["\x89Û_", "\x89ÛÒ", "\x89Û"])
 
 
+def _kaggle_quotes(text: str, rng: random.Random) -> str:
+    """Kaggle-tweet mojibake quotes around one word: "\\x89ÛÏ" + word + "\\x89Û\\x9d"."""
+    words = text.split(" ")
+    at = rng.randrange(len(words))
+    words[at] = "\x89ÛÏ" + words[at] + "\x89Û\x9d"
+    return " ".join(words)
+
+
 def _bidi(text: str, rng: random.Random) -> str:
     words = text.split(" ")
     at = rng.randrange(len(words))
@@ -123,18 +130,14 @@ def _bidi(text: str, rng: random.Random) -> str:
     return rng.choice(["\u200e", "\u200f", ""]) + " ".join(words) + rng.choice(["\u200e", "\u200f", ""])
 
 
-# The normalizer drops these characters, so the model sees the same token ids: no label may change.
-# "Â" and "Û" are letters: the normalizer lowercases and strips accents, so the model sees "a" and "u" where
-# the writer meant a space or an ellipsis. That is new content, and a message the model scores near the
-# decision boundary may cross it; a confidently decided message (top score >= BORDERLINE) may not.
-LETTER_MOJIBAKE = frozenset({"Kaggle mojibake tail \\x89Û_", "nbsp mojibake Â+U+00A0"})
-BORDERLINE = 0.6
-
+# The tokenizer's normalizer drops the invisible characters and repairs the letter mojibake, so the model
+# sees the same token ids: no label may change.
 INJECTIONS: dict[str, Callable[[str, random.Random], str]] = {
     "C1 controls U+0089/U+009D anywhere": _insert_anywhere(["\x89", "\x9d"], 3),
     "zero-width characters and BOM anywhere": _insert_anywhere(["\u200b", "\u200c", "\u200d", "\ufeff"], 3),
     "bidi marks and embeddings": _bidi,
     "Kaggle mojibake tail \\x89Û_": _kaggle_tail,
+    "Kaggle mojibake quotes \\x89ÛÏ...\\x89Û\\x9d": _kaggle_quotes,
     "nbsp mojibake Â+U+00A0": _nbsp_mojibake,
 }
 
@@ -163,9 +166,4 @@ def test_injected_junk_is_classified_and_keeps_the_label(
         if clean is not None and dirty is not None
     ]
     print(f"{name}: {len(sample)} messages, {len(flips)} label changes, largest score change {max(gaps):.4f}")
-    if name in LETTER_MOJIBAKE:
-        confident_flips = [flip for flip in flips if flip[3] >= BORDERLINE]
-        assert confident_flips == [], confident_flips[:10]
-        assert len(flips) <= 0.02 * len(sample), flips[:10]
-    else:
-        assert flips == [], flips[:10]
+    assert flips == [], flips[:10]
