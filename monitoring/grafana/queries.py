@@ -82,12 +82,14 @@ def panel_queries(dashboard: dict[str, Any]) -> list[Query]:
 
 
 def variable_queries(dashboard: dict[str, Any]) -> dict[str, str]:
-    """Query variables: name -> their ``label_values(...)`` definition."""
-    return {
-        variable["name"]: variable["definition"]
-        for variable in dashboard["templating"]["list"]
-        if variable["type"] == "query"
-    }
+    """Query variables: name -> their ``label_values(...)`` query (Prometheus' variable editor stores it as
+    ``{"query": ..., "refId": ...}``; older dashboards hold the bare string)."""
+    found: dict[str, str] = {}
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            query = variable["query"]
+            found[variable["name"]] = query["query"] if isinstance(query, dict) else query
+    return found
 
 
 def default_variables(dashboard: dict[str, Any]) -> dict[str, str]:

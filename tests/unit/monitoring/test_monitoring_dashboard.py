@@ -35,7 +35,7 @@ def test_committed_dashboard_matches_the_generator() -> None:
 
 def test_datasource_is_provisioned_with_the_uid_every_panel_uses(dashboard: dict) -> None:
     (source,) = yaml.safe_load(DATASOURCES.read_text())["datasources"]
-    assert source["uid"] == generate.DATASOURCE["uid"]
+    assert source["uid"] == generate.DATASOURCE.uid
     assert source["type"] == "prometheus"
     assert source["url"] == "http://prometheus:9090"
     used = set()
@@ -63,6 +63,8 @@ def test_dashboard_has_a_fixed_uid_and_unique_panel_ids(dashboard: dict) -> None
     assert dashboard["uid"] == "textclf-overview"
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+    # The builder lays panels out left to right and wraps only after a line is full: none may stick out.
+    assert all(p["gridPos"]["x"] + p["gridPos"]["w"] <= 24 for p in dashboard["panels"])
     assert dashboard["editable"] is False
 
 
