@@ -141,6 +141,10 @@ soak: $(STAMP) $(MODEL_DIR)/manifest.json ## 10-minute soak at 50% of saturation
 fuzz: $(STAMP) ## Longer schemathesis + hypothesis run against the app.
 	FUZZ_EXAMPLES=5000 $(PY) -m pytest tests -m "not quality" -k "fuzz or property" $(PYTEST_ARGS)
 
+.PHONY: docs
+docs: $(STAMP) ## Rewrite the measured tables in docs/ from the artifacts on this machine (MODEL_DIR=$(MODEL_DIR)).
+	$(PY) -m docs.generate --model-dir $(MODEL_DIR)
+
 .PHONY: clean
 clean: ## Remove build output, caches and artifacts (keeps .venv; `make distclean` removes it too).
 	rm -rf artifacts models bench reports .pytest_cache .mypy_cache .ruff_cache .hypothesis
