@@ -6,7 +6,7 @@
 #   AUDIT_IGNORE="GHSA-xxxx PYSEC-yyyy" bash .ci/audit.sh   # accept known findings for this run
 #   bash .ci/audit.sh --policy-only REPORT.json             # apply the policy to a saved pip-audit JSON report
 #
-# Policy (RELIABILITY.md, promise 6):
+# Policy (docs/reliability.md, promise 6):
 #   - Every finding is reported: package, installed version, advisory id and aliases, fixed versions.
 #   - A finding FAILS the audit (exit 1) when a fixed version exists: it is actionable, so bump the pin in
 #     constraints.txt (and pyproject.toml if the range excludes the fix). pip-audit reports no severity, so

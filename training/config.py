@@ -7,7 +7,7 @@ can be overridden on the command line with a dotted ``key=value`` pair whose val
 
 Relative paths are resolved against the working directory (the repository root when run through ``make``).
 
-``python -m training.config --markdown`` prints the option table used in the README.
+``python -m training.config --markdown`` prints the option table in docs/training.md.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class ConfigError(ValueError):
 
 
 def _doc(text: str) -> dict[str, str]:
-    """Field metadata carrying the help text (shown by ``--markdown`` and in the README table)."""
+    """Field metadata carrying the help text (shown by ``--markdown`` and in docs/training.md)."""
     return {"help": text}
 
 
@@ -620,7 +620,7 @@ def iter_options(cls: type = Config, prefix: str = "") -> typing.Iterator[tuple[
 
 
 def options_markdown() -> str:
-    """The option table for the README (generated from the help texts)."""
+    """The option table for docs/training.md (generated from the help texts)."""
     lines = ["| option | type | default | meaning |", "|---|---|---|---|"]
     for name, type_name, default, text in iter_options():
         shown = "null" if default is None else yaml.safe_dump(default, default_flow_style=True).strip()

@@ -5,7 +5,7 @@ within the request deadline, keeps its resident memory within 20% of its warm si
 latency within 5 s of the load stopping.
 
 ``make test`` runs it for ``RELIABILITY_OVERLOAD_SECONDS`` (default 20) seconds; the 60 s figure on the real
-bundle comes from ``python -m loadtest.soak --model-dir models/disaster-related --overload`` (RELIABILITY.md).
+bundle comes from ``python -m loadtest.soak --model-dir models/disaster-related --overload`` (docs/reliability.md).
 The scenario and its verdicts live in ``loadtest/soak.py`` (``overload``), shared with that command.
 """
 
