@@ -15,7 +15,7 @@ A soak run:
 3. sends an open-loop load (a fixed arrival rate, not one that slows down when the server does) at
    ``--fraction`` x saturation for ``--duration`` seconds, split into windows of ``--window`` seconds, and
    samples the server's resident memory (RSS) twice a second;
-4. checks the soak promises (RELIABILITY.md, promise 5): 0 errors (every answer 200, no dropped
+4. checks the soak promises (docs/reliability.md, promise 5): 0 errors (every answer 200, no dropped
    connection), RSS growth under 10% (largest RSS of the last window over the RSS at the end of the first
    window, which is warm), p99 drift under 20% (p99 of the last window over p99 of the first window); prints
    a table and writes ``artifacts/reliability/soak-<UTC time>.json``. Exits 1 when a promise is missed
@@ -48,7 +48,7 @@ import psutil
 
 from loadtest.messages import load_messages
 
-# Promise 5 (RELIABILITY.md).
+# Promise 5 (docs/reliability.md).
 MAX_RSS_GROWTH = 0.10
 MAX_P99_DRIFT = 0.20
 DEFAULT_REPORT_DIR = Path("artifacts/reliability")

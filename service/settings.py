@@ -147,8 +147,8 @@ class Settings:
         metadata=_help(
             "Server processes. 1 (default): one batch queue, one model in memory, ONNX Runtime spreads each "
             "batch over every core. On 2 cores, 2 workers x 1 thread were not clearly faster (within the "
-            "noise), spent more CPU per request and 2.2x the memory (README). >1 aggregates metrics through "
-            "PROMETHEUS_MULTIPROC_DIR (no process_* metrics)."
+            "noise), spent more CPU per request and 2.2x the memory (docs/performance.md). >1 aggregates "
+            "metrics through PROMETHEUS_MULTIPROC_DIR (no process_* metrics)."
         ),
     )
 

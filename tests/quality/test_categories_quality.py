@@ -2,8 +2,8 @@
 
 The fixture trains the shipped ``categories.yaml`` on a seeded subset (``CI_OVERRIDES``: 2,000 training
 messages, one epoch, 600 validation and 600 test messages) so the whole module stays within a few minutes on
-two idle cores; the README's figures come from the full profile. Set ``TEXTCLF_QUALITY_CATEGORIES_RUN_DIR``
-to reuse a finished categories run while iterating.
+two idle cores; the figures in docs/training.md come from the full profile. Set
+``TEXTCLF_QUALITY_CATEGORIES_RUN_DIR`` to reuse a finished categories run while iterating.
 
 What it guards against: before the head's biases started at the label priors, this profile collapsed to a
 constant predictor (test micro-F1 0.24, the same as scoring every message at the training prior) while a

@@ -9,7 +9,7 @@ surrogate arrives as ``\\ud800``, the way a JavaScript client would send one) or
 surrogate becomes invalid UTF-8). 100,000-character texts go through an app with the character limit raised
 to match, so they reach the tokenizer and the model.
 
-The oracle is the documented contract (README "Service", ``service/text.py``): invalid UTF-8 (a lone
+The oracle is the documented contract (docs/api.md, ``service/text.py``): invalid UTF-8 (a lone
 surrogate sent as raw bytes) -> 400 ``invalid_json``; a lone surrogate sent as a ``\\uXXXX`` escape is
 replaced with U+FFFD and the text classified; then, per text in order, over ``max_text_chars`` -> 400
 ``too_many_characters`` and empty or whitespace-only -> 400 ``empty_text``, each naming the item;
@@ -305,7 +305,7 @@ def test_property_tokenization_is_deterministic(
     assert len(alone.ids) <= engine.max_length
 
 
-# Characters the bundle's BertNormalizer (clean_text) drops before anything else (README "Service", text
+# Characters the bundle's BertNormalizer (clean_text) drops before anything else (docs/api.md, text
 # normalization): C0/C1 controls left by mojibake, zero-width and bidi marks, the BOM, private use, U+FFFD.
 DROPPED = ["\x00", "\x07", "\x1b", "\x7f", "\x85", "\x89", "\x9d", "\u200b", "\u200c", "\u200d", "\u200e",
            "\u200f", "\u202a", "\u202e", "\u2066", "\u2069", "\ufeff", "\ue000", "\ufffd"]  # fmt: skip
