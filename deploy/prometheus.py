@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from deploy.ports import free_port
+from core.host import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_FILE = REPO_ROOT / "monitoring" / "prometheus" / "prometheus.yml"

@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from core.host import free_port
 from deploy import trainer
-from deploy.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.bundle import MANIFEST_FILE
+from core.bundle import MANIFEST_FILE
 
 DEFAULT_CONFIG = "training/configs/quick.yaml"
 DEFAULT_MODEL_DIR = "models/disaster-related"

@@ -22,10 +22,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.host import ISAS
+from core.run_dir import RunDirError
 from export.parity import GateFailedError, GateThresholds
 from export.pipeline import SOURCE_GRAPHS, BundleExistsError, ExportOptions, export_bundle
-from export.quantize import DEFAULT_QUANT_MODES, ISAS, QUANT_MODES
-from export.run import RunDirError
+from export.quantize import DEFAULT_QUANT_MODES, QUANT_MODES
 
 EXIT_GATE_FAILED = 2
 EXIT_EXISTS = 3

@@ -9,7 +9,7 @@ without touching it (its files are checksummed), write the report elsewhere::
 Every system classifies the same real test messages, tokenization included, with the same thread count.
 Rounds alternate the systems (and rotate which goes first) so that drift on a shared machine (another
 process waking up, CPU frequency) hits all of them alike. The ONNX systems run through
-``service.engine.OnnxEngine.predict``, the code the service serves with.
+``core.engine.OnnxEngine.predict``, the code the service serves with, at the service's default batch caps.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from export.bundle import MODEL_FP32_FILE, Bundle, load_bundle
-from export.quantize import detect_isa
-from export.run import RunDir, load_run_dir
-from service.engine import OnnxEngine, available_cores
+from core.bundle import MODEL_FP32_FILE, Bundle, load_bundle
+from core.engine import OnnxEngine
+from core.host import cpu_name, detect_isa, usable_cores
+from core.run_dir import RunDir, load_run_dir
 
 Predictor = Callable[[Sequence[str]], object]
 
@@ -75,16 +74,6 @@ def torch_predictor(
             return torch.softmax(model(**encoded).logits, dim=-1).numpy()
 
     return predict
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _summary(latencies: list[float], texts: int) -> dict[str, float]:
@@ -260,7 +249,7 @@ def speed_report(
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "libgomp default (active)"),
         "machine": {
             "cpu": cpu_name(),
-            "available_cores": available_cores(),
+            "available_cores": usable_cores(),
             "isa": isa,
             "bundle_quantized_for": bundle.manifest.quantization.isa,
             # Other processes on the machine slow PyTorch's OpenMP pool far more than ONNX Runtime's
@@ -275,7 +264,7 @@ def speed_report(
         },
         "targets": target_ratios(isa),
         "targets_met": targets_met(report, isa),
-        "note": "texts/s include tokenization; ONNX systems run service.engine.OnnxEngine.predict",
+        "note": "texts/s include tokenization; ONNX systems run core.engine.OnnxEngine.predict",
     }
     return report
 
@@ -294,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     run = load_run_dir(args.run_dir)
     bundle = load_bundle(args.bundle)
-    threads = args.threads or available_cores()
+    threads = args.threads or usable_cores()
     report = speed_report(
         run,
         bundle,

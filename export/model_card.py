@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from export.bundle import Manifest
+from core.bundle import Manifest
 
 KNOWN_LIMITS = [
     "English messages; many in the dataset are machine translations: idioms and other languages fare worse.",

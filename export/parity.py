@@ -11,8 +11,9 @@ Figures (written to ``parity.json`` and the manifest):
   mixed-length neighbours; the largest score difference (gate: <= 1e-4, float rounding) and the number of
   changed decisions (gate: 0). A candidate that fails only this can be served with ``--allow-batch-variant``.
 
-ONNX logits come from ``service.engine.OnnxEngine`` (the served tokenizer and padding), PyTorch logits from
-the checkpoint with its own Hugging Face tokenizer: a tokenizer mismatch fails the gate as it should.
+ONNX logits come from ``core.engine.OnnxEngine`` (the served tokenizer, padding and batch caps), PyTorch
+logits from the checkpoint with its own Hugging Face tokenizer: a tokenizer mismatch fails the gate as it
+should.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from export.run import Example
-from service.engine import OnnxEngine, plan_batches
+from core.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, plan_batches
+from core.engine import OnnxEngine
+from core.run_dir import Example
 
 
 @dataclass(frozen=True)
@@ -85,11 +87,19 @@ def torch_logits(
     return logits
 
 
-def onnx_logits(engine: OnnxEngine, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-    """Logits of a bundle's ONNX model through the served path (tokenize, group, pad), in input order."""
+def onnx_logits(
+    engine: OnnxEngine,
+    texts: Sequence[str],
+    batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+) -> np.ndarray:
+    """Logits of a bundle's ONNX model through the served path (tokenize, group, pad), in input order.
+
+    The batch caps default to the service's, so the gate compares the batches the service runs.
+    """
     tokenized = engine.tokenize(texts, truncate=True)
     logits = np.zeros((len(texts), len(engine.labels)), dtype=np.float32)
-    for batch in plan_batches([t.length for t in tokenized], batch_size, max_batch_tokens=batch_size * 512):
+    for batch in plan_batches([t.length for t in tokenized], batch_size, max_batch_tokens):
         logits[batch] = engine.logits([tokenized[i] for i in batch])
     return logits
 

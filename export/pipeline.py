@@ -24,8 +24,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from export import bench as bench_mod
-from export.bundle import (
+from core.bundle import (
     BENCH_FILE,
     MODEL_CARD_FILE,
     MODEL_FILE,
@@ -41,6 +40,10 @@ from export.bundle import (
     verify_files,
     write_manifest,
 )
+from core.engine import OnnxEngine
+from core.host import Isa, detect_isa, usable_cores
+from core.run_dir import RunDir, load_run_dir, read_examples
+from export import bench as bench_mod
 from export.model_card import render_model_card
 from export.onnx_export import export_onnx, fold_token_type_ids, graph_inputs, opset
 from export.optimize import OPTIMIZATION_LEVEL, optimize_onnx
@@ -60,15 +63,11 @@ from export.quantize import (
     BATCH_INVARIANT_MODES,
     DEFAULT_QUANT_MODES,
     ISA_SETTINGS,
-    Isa,
     QuantMode,
-    detect_isa,
     quantize_dynamic,
     quantize_static,
     quantize_weight_only,
 )
-from export.run import RunDir, load_run_dir, read_examples
-from service.engine import OnnxEngine, available_cores
 
 log = logging.getLogger("export")
 
@@ -308,7 +307,7 @@ def export_bundle(options: ExportOptions) -> Path:
     with _step("read run directory", timings):
         run = load_run_dir(options.run_dir)
     isa: Isa = options.isa or detect_isa()
-    threads = options.threads or available_cores()
+    threads = options.threads or usable_cores()
     log.info(
         "run %s: %s %s, %d labels, %d test messages; int8 target %s, %d threads",
         run.run_id,

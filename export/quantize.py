@@ -14,20 +14,18 @@
   up to 0.09 in score, 0.7-1.25% of labels flipped). Served only when asked for (``--allow-batch-variant``);
   the exporter still measures it, to say what batch invariance costs.
 
-The integer types depend on the instruction set. With VNNI, ``vpdpbusd`` multiplies u8 x s8 into int32
-exactly. Without it (AVX2, AVX-512 without VNNI), u8 x s8 products go through ``vpmaddubsw``, whose pairwise
-int16 sums saturate; ONNX Runtime's quantization guide offers ``reduce_range`` (7-bit weights) or u8 x u8,
-whose kernel widens to int16 first and cannot saturate. We take u8 x u8 there, as optimum's avx2 preset does:
-with the quantizer forced to each setting (``--isa avx2``, 1,000 test messages of the quick run), the
-``static_int8_ffn_weight_only`` candidate agreed with PyTorch on 99.0% of labels with u8 x u8 against 98.5%
-with u8 x s8 and reduce_range; plain ``static_int8`` failed the 98% gate with both (96.8%, 97.4%), so on such
-CPUs the exporter serves the FFN weight-only variant.
+The integer types depend on the instruction set (``core.host.detect_isa`` reads it). With VNNI, ``vpdpbusd``
+multiplies u8 x s8 into int32 exactly. Without it (AVX2, AVX-512 without VNNI), u8 x s8 products go through
+``vpmaddubsw``, whose pairwise int16 sums saturate; ONNX Runtime's quantization guide offers ``reduce_range``
+(7-bit weights) or u8 x u8, whose kernel widens to int16 first and cannot saturate. We take u8 x u8 there, as
+optimum's avx2 preset does: with the quantizer forced to each setting (``--isa avx2``, 1,000 test messages of
+the quick run), the ``static_int8_ffn_weight_only`` candidate agreed with PyTorch on 99.0% of labels with u8 x
+u8 against 98.5% with u8 x s8 and reduce_range; plain ``static_int8`` failed the 98% gate with both (96.8%,
+97.4%), so on such CPUs the exporter serves the FFN weight-only variant.
 """
 
 from __future__ import annotations
 
-import logging
-import platform
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +33,7 @@ from typing import Literal
 
 import numpy as np
 
-log = logging.getLogger(__name__)
-
-Isa = Literal["avx512_vnni", "avx512", "avx2", "arm64"]
-ISAS: tuple[Isa, ...] = ("avx512_vnni", "avx512", "avx2", "arm64")
+from core.host import Isa
 
 QuantMode = Literal["static_int8", "static_int8_ffn_weight_only", "weight_only_int8", "dynamic_int8"]
 QUANT_MODES: tuple[QuantMode, ...] = (
@@ -83,43 +78,6 @@ ISA_SETTINGS: dict[Isa, IsaSettings] = {
     ),
     "arm64": IsaSettings("uint8", "int8", False, "NEON/SDOT kernels: u8 x s8 without saturation"),
 }
-
-
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none).
-
-    Args:
-        cpuinfo: Contents of ``/proc/cpuinfo`` (read when ``None``); a parameter so tests can pass other CPUs.
-    """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            cpuinfo = ""
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def detect_isa(cpuinfo: str | None = None, machine: str | None = None) -> Isa:
-    """The best quantization target this CPU supports.
-
-    Args:
-        cpuinfo: Contents of ``/proc/cpuinfo`` (read when ``None``); a parameter so tests can pass other CPUs.
-        machine: ``platform.machine()`` (read when ``None``).
-    """
-    machine = (machine or platform.machine()).lower()
-    if machine in ("arm64", "aarch64"):
-        return "arm64"
-    flags = cpu_flags(cpuinfo)
-    if "avx512_vnni" in flags:
-        return "avx512_vnni"
-    if "avx512f" in flags and "avx512bw" in flags:
-        return "avx512"
-    if "avx2" not in flags:
-        log.warning("no AVX2 found in /proc/cpuinfo; using the avx2 quantization settings anyway")
-    return "avx2"
 
 
 def _quant_type(name: str):  # type: ignore[no-untyped-def]  # onnxruntime ships no type hints

@@ -44,18 +44,15 @@ from typing import Any
 
 import msgspec
 
-from deploy.ports import free_port
-from export.bench import cpu_name
-from export.bundle import BENCH_FILE, load_bundle
-from export.quantize import cpu_flags as read_cpu_flags
-from export.quantize import detect_isa
+from core.bundle import BENCH_FILE, load_bundle
+from core.host import cpu_name, detect_isa, free_port, isa_flags, usable_cores
+from core.run_dir import MODEL_DIR
 from loadtest import infinity
 from loadtest.auth import ApiKey, ApiKeyError, api_key_from_env
 from loadtest.checks import check_classify, labels_from_info
 from loadtest.messages import load_messages
 from loadtest.servers import ServerError, ServerProcess, baseline_command, service_command
 from loadtest.wrk import WrkError, run_wrk, write_bodies
-from service.engine import available_cores
 
 OURS = "ours"
 BASELINE = "baseline"
@@ -64,8 +61,6 @@ DEFAULT_CONCURRENCY = (1, 8, 32, 64)
 DEFAULT_INFINITY_CONCURRENCY = (1, 32)
 # Messages sent one at a time to ours and to Infinity to check they serve the same model the same way.
 AGREEMENT_MESSAGES = 64
-# CPU flags that decide the int8 kernels (export/quantize.py picks the quantization from the same flags).
-ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
 # Grid for the defaults: ONNX Runtime intra-op threads x server processes (2 cores here).
 SWEEP = ((1, 1), (2, 1), (1, 2), (2, 2))
 
@@ -121,12 +116,6 @@ def isa_target(isa: str | None) -> Target:
     )
 
 
-def cpu_flags(cpuinfo: str | None = None) -> dict[str, bool]:
-    """Which of ``ISA_FLAGS`` this CPU has (``/proc/cpuinfo``; a parameter so tests can pass other CPUs)."""
-    flags = read_cpu_flags(cpuinfo)
-    return {flag: flag in flags for flag in ISA_FLAGS}
-
-
 def baseline_checkpoint(run_dir: Path, bundle_version: str) -> Path:
     """The PyTorch checkpoint of the run the bundle was exported from.
 
@@ -135,15 +124,15 @@ def baseline_checkpoint(run_dir: Path, bundle_version: str) -> Path:
     """
     if run_dir.resolve().name != bundle_version:
         sibling = run_dir.parent / bundle_version
-        if (sibling / "model" / "config.json").is_file():
+        if (sibling / MODEL_DIR / "config.json").is_file():
             print(
                 f"bench: {run_dir} is not the bundle's run; using {sibling} (bundle version {bundle_version})"
             )
-            return sibling / "model"
+            return sibling / MODEL_DIR
         print(
             f"bench: warning: {run_dir} is not the bundle's run ({bundle_version}) and that run is not found"
         )
-    return run_dir / "model"
+    return run_dir / MODEL_DIR
 
 
 def get_json(url: str, body: dict[str, Any] | None = None, key: ApiKey | None = None) -> Any:
@@ -218,7 +207,7 @@ def measure(
     figures = result.to_dict()
     figures["server_cpu_cores"] = server_cpu / result.duration_s
     figures["loadgen_cpu_cores"] = result.cpu_seconds / result.duration_s
-    figures["loadgen_cpu_share"] = result.cpu_seconds / (result.duration_s * available_cores())
+    figures["loadgen_cpu_share"] = result.cpu_seconds / (result.duration_s * usable_cores())
     # CPU time per answered request: unlike req/s, it barely moves when other work shares the machine.
     answered = result.throughput_rps * result.duration_s
     figures["server_cpu_ms_per_request"] = 1000 * server_cpu / answered if answered else math.nan
@@ -697,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
     bodies = write_bodies(({"text": text} for text in messages.texts), args.out / "bodies.jsonl")
     logs = args.out / "logs"
     started = time.monotonic()
-    cores = available_cores()
+    cores = usable_cores()
     isa = detect_isa()
     print(
         f"bench: {len(messages.texts)} messages from {messages.source}; {cores} cores ({cpu_name()}, {isa})"
@@ -709,11 +698,11 @@ def main(argv: list[str] | None = None) -> int:
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m loadtest.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {
-            "cores": available_cores(),
+            "cores": usable_cores(),
             "cpu": cpu_name(),
             # The int8 kernels ONNX Runtime picks, and so every ratio here, depend on these.
             "isa": isa,
-            "flags": cpu_flags(),
+            "flags": isa_flags(),
             "python": platform.python_version(),
             # Other work on the machine skews every figure; the load average says how busy it was.
             "loadavg_1m_at_start": os.getloadavg()[0],
@@ -762,7 +751,7 @@ def main(argv: list[str] | None = None) -> int:
         (infinity.request_body(text) for text in messages.texts), args.out / "bodies-infinity.jsonl"
     )
     sample = messages.texts[0]
-    from service.engine import OnnxEngine
+    from core.engine import OnnxEngine
 
     # The service's default engine settings (ONNX Runtime on every core), idle except when measured.
     engine = OnnxEngine(bundle)

@@ -719,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with contextlib.ExitStack() as stack:
         if args.model_dir is not None:
-            from deploy.ports import free_port
+            from core.host import free_port
             from loadtest.servers import ServerProcess, service_command
 
             port = free_port()

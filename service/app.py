@@ -42,11 +42,11 @@ from litestar.openapi.spec import (
 )
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from export.bundle import Bundle, BundleError, load_bundle, verify_files
+from core.bundle import Bundle, BundleError, load_bundle, verify_files
+from core.engine import Engine
 from service import controllers
 from service.batcher import Batcher
 from service.controllers import Runtime, runtime
-from service.engine import Engine
 from service.errors import (
     ERROR_TYPES,
     ErrorBody,
@@ -83,7 +83,7 @@ _REQUEST_ID_ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTU
 
 
 def onnx_engine_factory(bundle: Bundle, settings: Settings) -> Engine:
-    from service.engine import OnnxEngine
+    from core.engine import OnnxEngine
 
     return OnnxEngine(bundle, intra_op_threads=settings.ort_threads or None)
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.engine import RUN_COST_TOKENS, Engine, Tokenized, plan_batches
+from core.batching import RUN_COST_TOKENS, plan_batches
+from core.engine import Engine, Tokenized
 from service.errors import InternalError, QueueFullError, ShuttingDownError
 from service.metrics import ServiceMetrics
 

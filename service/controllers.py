@@ -21,10 +21,10 @@ from litestar.params import PathParameter
 from litestar.response import File
 from msgspec import UNSET
 
-from export.bundle import Manifest
+from core.bundle import Manifest
+from core.engine import Engine, Prediction
+from core.engine import TextTooLongError as EngineTextTooLongError
 from service.batcher import Batcher
-from service.engine import Engine, Prediction
-from service.engine import TextTooLongError as EngineTextTooLongError
 from service.errors import (
     DeadlineExceededError,
     EmptyTextError,

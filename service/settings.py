@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
+
 ENV_PREFIX = "TEXTCLF_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _TRUE = {"1", "true", "yes", "on"}
@@ -52,10 +54,11 @@ class Settings:
         ),
     )
     max_batch_size: int = field(
-        default=32, metadata=_help("Most texts the batcher runs in one ONNX Runtime call.")
+        default=DEFAULT_MAX_BATCH_SIZE,
+        metadata=_help("Most texts the batcher runs in one ONNX Runtime call."),
     )
     max_batch_tokens: int = field(
-        default=4096,
+        default=DEFAULT_MAX_BATCH_TOKENS,
         metadata=_help(
             "Most padded tokens (longest text x texts) in one batch; caps the memory and latency of a batch "
             "of long texts. A single text longer than this still runs, alone."

@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from export.bundle import sha256_file
+from core.bundle import sha256_file
+from core.run_dir import write_jsonl
 from training.config import BUILTIN_DATASET, SPLITS, Config, ConfigError, load_config
 
 log = logging.getLogger("training.data")
@@ -470,14 +471,6 @@ def _fingerprint(config: Config, source_sha256: str) -> str:
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    partial = path.with_suffix(path.suffix + ".partial")
-    with partial.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    partial.replace(path)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

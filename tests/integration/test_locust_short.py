@@ -85,7 +85,7 @@ def test_slo_gate_fails_the_run_when_a_bound_is_missed(service: ServiceProcess, 
 
 
 def test_loadtest_refuses_to_start_without_a_ready_service(tmp_path: Path) -> None:
-    from tests.fixtures.server import free_port
+    from core.host import free_port
 
     completed = run_loadtest(f"http://127.0.0.1:{free_port()}", LOOSE_SLO, tmp_path, users=1, duration="2s")
     assert completed.returncode == ExitCode.NOT_READY == 4

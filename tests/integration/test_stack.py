@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,18 +24,14 @@ from typing import Any
 
 import pytest
 
+from core.host import free_port
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 needs_prometheus = pytest.mark.skipif(
     shutil.which("prometheus") is None, reason="needs Debian's prometheus (make system-deps)"
 )
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get_json(url: str) -> Any:

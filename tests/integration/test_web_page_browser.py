@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from export.bundle import load_bundle
+from core.bundle import load_bundle
 from tests.fixtures.server import run_service
 
 pytestmark = pytest.mark.integration

@@ -24,9 +24,9 @@ import httpx
 import numpy as np
 import pytest
 
-from export.bundle import load_bundle
+from core.bundle import load_bundle
+from core.engine import OnnxEngine
 from export.parity import batch_invariance
-from service.engine import OnnxEngine
 from tests.fixtures.server import ServiceProcess, run_service
 from training.data import CSV_FILE, ensure_disaster_response, read_table
 

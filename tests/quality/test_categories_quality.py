@@ -148,7 +148,7 @@ def categories_bundle(categories_run_dir: Path, tmp_path_factory: pytest.TempPat
 
 @pytest.mark.timeout(2400)
 def test_export_gate_holds_for_sigmoid_outputs(categories_bundle: Path, categories_run_dir: Path) -> None:
-    from export.bundle import load_bundle
+    from core.bundle import load_bundle
 
     parity = _load(categories_bundle, "parity.json")
     assert parity["passed"] is True
@@ -167,7 +167,7 @@ def test_classify_returns_the_labels_over_their_thresholds(categories_bundle: Pa
     """Through the real app: ``labels`` is exactly the set of labels scoring at or over their threshold."""
     from litestar.testing import TestClient
 
-    from export.bundle import load_bundle
+    from core.bundle import load_bundle
     from service.app import create_app
     from service.settings import Settings
 

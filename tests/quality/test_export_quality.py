@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from export.bundle import MODEL_FILE, MODEL_FP32_FILE, load_bundle, verify_files
-from service.engine import OnnxEngine
+from core.bundle import MODEL_FILE, MODEL_FP32_FILE, load_bundle, verify_files
+from core.engine import OnnxEngine
 
 pytestmark = [pytest.mark.quality, pytest.mark.slow]
 

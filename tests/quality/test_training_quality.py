@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from core.run_dir import RUN_DIR_FILES
 from training.data import CSV_SHA256
-from training.train import RUN_DIR_FILES
 
 pytestmark = [pytest.mark.quality, pytest.mark.slow]
 

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from export.bundle import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, sha256_file
+from core.bundle import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, sha256_file
 from tests.fixtures.server import ServiceProcess, run_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from deploy.ports import free_port
+from core.host import free_port
 from loadtest.soak import (
     CONNECTION_ERROR,
     LoadRun,

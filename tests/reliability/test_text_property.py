@@ -31,8 +31,8 @@ from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from litestar.testing import TestClient
 
-from export.bundle import load_bundle
-from service.engine import OnnxEngine
+from core.bundle import load_bundle
+from core.engine import OnnxEngine
 from tests.reliability.conftest import FUZZ_EXAMPLES
 from tests.unit.service.conftest import serve
 

@@ -324,7 +324,7 @@ def test_locust_entrypoint_rejects_an_unknown_mode(tmp_path: Path) -> None:
 
 # --- Does each image hold what its code imports? ----------------------------------------------------------
 
-INTERNAL = {"service", "export", "training", "loadtest", "deploy", "monitoring"}
+INTERNAL = {"core", "service", "export", "training", "loadtest", "deploy", "monitoring"}
 
 
 def _module_file(module: str) -> Path | None:
@@ -446,15 +446,16 @@ def test_image_dependencies_cover_what_its_code_imports(extras: list[str], entry
 
 def test_import_walker_follows_project_modules_and_lazy_imports() -> None:
     imported = _third_party_imports(["service.__main__"])
-    # `import uvicorn` sits inside serve(); onnxruntime comes through service.app -> service.engine.
+    # `import uvicorn` sits inside serve(); onnxruntime comes through service.app -> core.engine.
     assert {"uvicorn", "onnxruntime", "litestar", "msgspec"} <= imported
     assert "torch" not in imported
 
 
 # --- Does each image copy the project code its entry point runs? ------------------------------------------
-# The trainer image once copied training/, export/ and deploy/ but not service/, which export/ imports: the
-# static checks passed and the container died with `No module named 'service'` after training. These tests
-# compute what an entry point runs from our own packages and check the Dockerfile's COPY lines against it.
+# The trainer image once copied training/, export/ and deploy/ but not service/, which export/ imported then:
+# the static checks passed and the container died with `No module named 'service'` after training. The shared
+# code now lives in core/, which every stage imports. These tests compute what an entry point runs from our
+# own packages and check the Dockerfile's COPY lines against it.
 
 PYTHON_M = re.compile(r"\bpython3?\s+-m\s+([A-Za-z_][\w.]*)")
 LOCUST_F = re.compile(r"\blocust\s+-f\s+/app/(\S+\.py)")
@@ -568,21 +569,28 @@ def test_image_copies_the_code_its_entry_point_runs(dockerfile: Path) -> None:
 def test_trainer_closure_follows_child_processes_and_cross_package_imports() -> None:
     closure = project_closure(entry_modules(TRAINING.read_text(encoding="utf-8")))
     # deploy.trainer starts `python -m training.data`, `-m training` and `-m export` as child processes;
-    # export.parity imports service.engine.
+    # export.parity imports core.engine.
     assert {"deploy/trainer.py", "training/__main__.py", "training/data.py", "export/__main__.py"} <= closure
-    assert "service/engine.py" in closure
-    assert "service/app.py" not in closure, "the trainer never starts the web app"
+    assert "core/engine.py" in closure
+    assert not {f for f in closure if f.startswith("service/")}, "the trainer never needs the service"
+
+
+def test_api_closure_holds_only_the_service_and_core() -> None:
+    closure = project_closure(entry_modules(SERVICE.read_text(encoding="utf-8")))
+    assert {"service/__main__.py", "service/app.py", "core/engine.py", "core/bundle.py"} <= closure
+    assert {f.split("/")[0] for f in closure} == {"service", "core"}, sorted(closure)
 
 
 def test_loadtest_entry_points_come_from_its_shell_script() -> None:
     assert set(entry_modules(LOADTEST.read_text(encoding="utf-8"))) == {"loadtest.run", "loadtest.locustfile"}
 
 
-def test_copy_check_fails_on_the_trainer_dockerfile_without_service() -> None:
-    """The Dockerfile as it was before the fix (no `COPY service/`): the check names the missing modules."""
+def test_copy_check_fails_on_the_trainer_dockerfile_without_core() -> None:
+    """The Dockerfile without `COPY core/` (as it once lacked `COPY service/`): the check names the missing
+    modules."""
     text = TRAINING.read_text(encoding="utf-8")
-    broken = "\n".join(line for line in text.splitlines() if not line.startswith("COPY service/"))
+    broken = "\n".join(line for line in text.splitlines() if not line.startswith("COPY core/"))
     assert broken != text
     missing = uncopied_files(broken, TRAINING)
-    assert "service/engine.py" in missing
-    assert "service/__init__.py" in missing
+    assert "core/engine.py" in missing
+    assert "core/__init__.py" in missing

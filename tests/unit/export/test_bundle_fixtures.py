@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.bundle import (
+from core.bundle import (
     BENCH_FILE,
     MANIFEST_FILE,
     MODEL_CARD_FILE,
@@ -22,7 +22,7 @@ from export.bundle import (
     sha256_file,
     verify_files,
 )
-from service.engine import OnnxEngine
+from core.engine import OnnxEngine
 
 pytestmark = pytest.mark.unit
 

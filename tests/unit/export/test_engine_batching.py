@@ -1,4 +1,5 @@
-"""``service.engine``: length grouping (``plan_batches``) and the batch paths the speed report measures."""
+"""``core.batching`` and ``core.engine``: length grouping (``plan_batches``) and the batch paths the speed
+report measures."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from export.bundle import MODEL_FP32_FILE, load_bundle
-from service.engine import RUN_COST_TOKENS, OnnxEngine, plan_batches
+from core.batching import RUN_COST_TOKENS, plan_batches
+from core.bundle import MODEL_FP32_FILE, load_bundle
+from core.engine import OnnxEngine
 
 pytestmark = pytest.mark.unit
 

@@ -9,12 +9,13 @@ import numpy as np
 import onnx
 import pytest
 
+from core.bundle import MODEL_FP32_FILE, load_bundle, verify_files
+from core.engine import OnnxEngine
+from core.host import ISAS, detect_isa
 from export import pipeline
 from export.__main__ import EXIT_BAD_RUN, EXIT_EXISTS, EXIT_GATE_FAILED, main
-from export.bundle import MODEL_FP32_FILE, load_bundle, verify_files
 from export.parity import GateThresholds, gate_failures
-from export.quantize import ISA_SETTINGS, ISAS, detect_isa
-from service.engine import OnnxEngine
+from export.quantize import ISA_SETTINGS
 from tests.fixtures.runs import build_tiny_run_dir
 
 pytestmark = pytest.mark.unit
@@ -278,7 +279,7 @@ def test_cpus_without_vnni_get_integer_types_that_cannot_saturate() -> None:
 
 
 def test_run_dir_thresholds_may_be_a_list_or_a_mapping(tmp_path: Path) -> None:
-    from export.run import RunDirError, load_run_dir
+    from core.run_dir import RunDirError, load_run_dir
 
     run = build_tiny_run_dir(tmp_path / "run", multi_label=True)
     assert load_run_dir(run).thresholds == [0.5, 0.5, 0.5, 0.5]

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from core.host import isa_flags
 from loadtest import bench
 from loadtest.wrk import parse_summary, write_bodies
 
@@ -161,8 +162,8 @@ EPYC_AVX2 = "flags\t\t: fpu sse avx2 fma\n"
 
 
 def test_cpu_flags_name_the_instruction_set() -> None:
-    assert bench.cpu_flags(ICE_LAKE)["avx512_vnni"] is True
-    flags = bench.cpu_flags(EPYC_AVX2)
+    assert isa_flags(ICE_LAKE)["avx512_vnni"] is True
+    flags = isa_flags(EPYC_AVX2)
     assert flags["avx2"] is True
     assert flags["avx512f"] is False
     assert flags["avx512_vnni"] is False
@@ -190,7 +191,7 @@ def full_results(peer: bool) -> dict[str, Any]:
             "cores": 2,
             "cpu": "Intel Xeon (test)",
             "isa": "avx512_vnni",
-            "flags": bench.cpu_flags(ICE_LAKE),
+            "flags": isa_flags(ICE_LAKE),
             "loadavg_1m_at_start": 1.5,
             "loadavg_at_end": {"1m": 2.0, "5m": 1.8, "15m": 1.0},
         },

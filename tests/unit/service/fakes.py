@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from export.bundle import (
+from core.bundle import (
     MODEL_FILE,
     SCHEMA_VERSION,
     TOKENIZER_FILE,
@@ -23,8 +23,8 @@ from export.bundle import (
     checksum_files,
     write_manifest,
 )
-from service.engine import Engine, Prediction, Tokenized, sigmoid, softmax
-from service.engine import TextTooLongError as EngineTextTooLongError
+from core.engine import Engine, Prediction, Tokenized, sigmoid, softmax
+from core.engine import TextTooLongError as EngineTextTooLongError
 from tests.fixtures.tiny_model import vocabulary
 
 SINGLE_LABELS = ["not_related", "related"]

@@ -13,11 +13,11 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from export.bundle import Bundle, load_bundle
+from core.bundle import Bundle, load_bundle
+from core.engine import Engine, OnnxEngine
+from core.host import free_port
 from service.app import create_app
-from service.engine import Engine, OnnxEngine
 from service.settings import Settings
-from tests.fixtures.server import free_port
 from tests.unit.service.conftest import serve, wait_until
 
 pytestmark = pytest.mark.unit

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
+from core.host import free_port
 from service.logging import JsonFormatter
-from tests.fixtures.server import free_port
 from tests.unit.service.conftest import serve
 
 pytestmark = pytest.mark.unit

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from export.bundle import Bundle
-from service.engine import Engine, OnnxEngine
+from core.bundle import Bundle
+from core.engine import Engine, OnnxEngine
 from service.settings import Settings
 from tests.unit.service.conftest import serve
 from tests.unit.service.fakes import GatedEngine

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.bundle import load_bundle
+from core.bundle import load_bundle
 from service.batcher import Batcher
 from service.errors import QueueFullError, ShuttingDownError
 from tests.unit.service.fakes import FakeEngine

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from export.bundle import Manifest, Quantization
+from core.bundle import Manifest, Quantization
 from export.model_card import render_model_card
 
 pytestmark = pytest.mark.unit

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import yaml
 
+from core.run_dir import RUN_DIR_FILES
 from training.__main__ import main as training_main
 from training.config import load_config
 from training.data import read_jsonl
-from training.train import RUN_DIR_FILES, class_weights, run
+from training.train import class_weights, run
 
 pytestmark = pytest.mark.unit
 

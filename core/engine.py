@@ -1,14 +1,14 @@
 """The inference engine: tokenizer + ONNX Runtime session for one bundle, with no HTTP in it.
 
-The service's batcher and the exporter's speed report both call this module, so the report measures what is
-served. The hot path is: ``tokenize`` (fast Rust tokenizer, batch encoding, no padding) -> ``plan_batches``
-(group by length, cap by count and padded tokens) -> ``infer`` (pad to the longest text in the batch, run the
-session, softmax or sigmoid).
+The service's batcher, the exporter's parity gate and speed report, and the load test's in-process figures
+all run this module, with the batch caps of ``core.batching``, so what is measured is what is served. The hot
+path is: ``tokenize`` (fast Rust tokenizer, batch encoding, no padding) -> ``plan_batches`` (group by length,
+cap by count and padded tokens) -> ``infer`` (pad to the longest text in the batch, run the session, softmax
+or sigmoid).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,7 +17,9 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from export.bundle import Bundle, Manifest
+from core.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, RUN_COST_TOKENS, plan_batches
+from core.bundle import Bundle, Manifest
+from core.host import usable_cores
 
 
 class TextTooLongError(ValueError):
@@ -75,14 +77,6 @@ class Engine(Protocol):
     def postprocess(self, scores: np.ndarray) -> list[Prediction]: ...
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (respects taskset/cgroup affinity, unlike ``os.cpu_count``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def session_options(intra_op_threads: int | None = None, allow_spinning: bool = False) -> ort.SessionOptions:
     """Explicit ONNX Runtime options: the defaults size thread pools to the host, not the container.
 
@@ -92,7 +86,7 @@ def session_options(intra_op_threads: int | None = None, allow_spinning: bool = 
             between batches that the event loop and tokenizer need on a small machine.
     """
     options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads or available_cores()
+    options.intra_op_num_threads = intra_op_threads or usable_cores()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -103,78 +97,6 @@ def session_options(intra_op_threads: int | None = None, allow_spinning: bool = 
 # ONNX Runtime 1.32's CPU SkipLayerNormalization kernel measured 5-7x slower than Add + LayerNormalization;
 # keeping them apart made the int8 MiniLM 28% faster at batch 1 (see export/optimize.py).
 DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
-
-
-# Fixed cost of one session run, in padded tokens, for ``plan_batches``' length grouping. A run of the int8
-# MiniLM costs ~0.3-0.8 ms plus ~23 us per padded token on 2 threads. Measured on real test messages at
-# batch 32 (32 consecutive messages per call): fill-to-cap grouping 205 texts/s; grouping with a run cost of
-# 16 / 32 / 64 tokens: 572-638 / 428-565 / 389-517 texts/s (three alternating runs on a busy 2-core box).
-RUN_COST_TOKENS = 16
-
-
-def plan_batches(
-    lengths: Sequence[int],
-    max_batch_size: int,
-    max_batch_tokens: int,
-    run_cost_tokens: int | None = None,
-) -> list[list[int]]:
-    """Split items into batches of similar length. Returns lists of indices into ``lengths``, shortest first.
-
-    Items are sorted by length and cut into consecutive groups of at most ``max_batch_size`` items and
-    ``max_batch_tokens`` padded tokens (longest x count).
-
-    Args:
-        lengths: Token count of each item.
-        max_batch_size: Most items per batch.
-        max_batch_tokens: Most padded tokens per batch; an item longer than this still gets a batch of one.
-        run_cost_tokens: ``None``: fill each batch as far as the caps allow (fewest batches). A number (e.g.
-            ``RUN_COST_TOKENS``): pick the grouping with the fewest padded tokens plus this much per batch,
-            so one long text no longer pads 31 short ones to its length, while texts of similar length
-            still share a batch.
-    """
-    if run_cost_tokens is None:
-        return _fill_batches(lengths, max_batch_size, max_batch_tokens)
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    sorted_lengths = [lengths[i] for i in order]
-    count = len(order)
-    # best[i]: cheapest cost of batching the i shortest items; start[i]: where the last batch begins.
-    best = [0] * (count + 1)
-    start = [0] * (count + 1)
-    for end in range(1, count + 1):
-        longest = sorted_lengths[end - 1]
-        best_cost = -1
-        for first in range(end - 1, max(0, end - max_batch_size) - 1, -1):
-            size = end - first
-            if size > 1 and longest * size > max_batch_tokens:
-                break
-            cost = best[first] + run_cost_tokens + longest * size
-            if best_cost < 0 or cost <= best_cost:  # ties go to the larger batch
-                best_cost, start[end] = cost, first
-        best[end] = best_cost
-    batches: list[list[int]] = []
-    end = count
-    while end > 0:
-        batches.append(order[start[end] : end])
-        end = start[end]
-    batches.reverse()
-    return batches
-
-
-def _fill_batches(lengths: Sequence[int], max_batch_size: int, max_batch_tokens: int) -> list[list[int]]:
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for index in order:
-        # Sorted ascending, so the newest item is the longest: padded size = its length x count.
-        if current and (
-            len(current) >= max_batch_size or lengths[index] * (len(current) + 1) > max_batch_tokens
-        ):
-            batches.append(current)
-            current = []
-        current.append(index)
-    if current:
-        batches.append(current)
-    return batches
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -298,8 +220,8 @@ class OnnxEngine:
     def predict(
         self,
         texts: Sequence[str],
-        max_batch_size: int = 32,
-        max_batch_tokens: int = 16384,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         run_cost_tokens: int | None = RUN_COST_TOKENS,
     ) -> list[Prediction]:
         """Classify texts in input order (tokenize, group by length, infer, postprocess)."""

@@ -1,15 +1,111 @@
-"""Reading a training run directory (docs/CONTRACTS.md section 2): what the exporter needs from it."""
+"""The training run directory: the one contract between the trainer and the exporter.
+
+``docs/CONTRACTS.md`` section 2 describes it. ``python -m training`` writes one per run (rank 0 alone)::
+
+    <runs_dir>/<YYYYmmdd-HHMMSS>-<name>/
+        model/  config.yaml  metrics.json  data.json  eval/{validation,test}.jsonl
+        training_curves.png  confusion_matrix.png  history.json  train.log
+    <runs_dir>/latest -> <YYYYmmdd-HHMMSS>-<name>
+
+The file names, the writer of the data files (``write_run_files``), the ``latest`` link (``update_latest``)
+and the reader (``load_run_dir``) all live here. The trainer saves the checkpoint and the plots itself (they
+need torch and matplotlib) at the paths named here. This module imports only the standard library and
+PyYAML, so the exporter reads a run without importing ``training``.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from export.bundle import ProblemType
+from core.bundle import ProblemType
+
+MODEL_DIR = "model"
+"""The ``save_pretrained`` checkpoint: ``config.json`` (with ``id2label``), weights, tokenizer."""
+CONFIG_FILE = "config.yaml"
+"""The resolved training config (every field, after overrides)."""
+METRICS_FILE = "metrics.json"
+"""Metrics per split (``validation``, ``test``) and of the training itself."""
+DATA_FILE = "data.json"
+"""Data fingerprint: source, sha256, labels, split sizes, label counts and prior, thresholds."""
+HISTORY_FILE = "history.json"
+"""Loss and validation figures per step, for the curves."""
+VALIDATION_FILE = "eval/validation.jsonl"
+TEST_FILE = "eval/test.jsonl"
+"""The run's evaluation splits, one ``{"text", "label"}`` or ``{"text", "labels"}`` object per line; the
+exporter's parity gate reads the test split, its int8 calibration the validation split."""
+TRAINING_CURVES_FILE = "training_curves.png"
+CONFUSION_MATRIX_FILE = "confusion_matrix.png"
+LOG_FILE = "train.log"
+LATEST_LINK = "latest"
+"""``<runs_dir>/latest``: a relative symlink to the newest run."""
+
+RUN_DIR_FILES = (
+    f"{MODEL_DIR}/config.json",
+    f"{MODEL_DIR}/model.safetensors",
+    f"{MODEL_DIR}/tokenizer.json",
+    CONFIG_FILE,
+    METRICS_FILE,
+    DATA_FILE,
+    TEST_FILE,
+    VALIDATION_FILE,
+    TRAINING_CURVES_FILE,
+    CONFUSION_MATRIX_FILE,
+)
+"""Files every finished run directory holds; the exporter and the tests rely on them."""
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """One JSON object per line (UTF-8, not ASCII-escaped), written to a side file and renamed into place.
+
+    The eval splits and ``training.data``'s prepared-split cache share this line format and this writer.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(path.suffix + ".partial")
+    with partial.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    partial.replace(path)
+
+
+def write_run_files(
+    run_dir: Path,
+    *,
+    config_yaml: str,
+    metrics: Mapping[str, Any],
+    data: Mapping[str, Any],
+    history: Mapping[str, Any],
+    validation: Sequence[Mapping[str, Any]],
+    test: Sequence[Mapping[str, Any]],
+) -> None:
+    """Write the data files of a run directory: config, metrics, data fingerprint, history, eval splits."""
+    _write_text(run_dir / CONFIG_FILE, config_yaml)
+    _write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+    _write_text(run_dir / DATA_FILE, json.dumps(data, indent=2) + "\n")
+    _write_text(run_dir / HISTORY_FILE, json.dumps(history) + "\n")
+    write_jsonl(run_dir / VALIDATION_FILE, validation)
+    write_jsonl(run_dir / TEST_FILE, test)
+
+
+def update_latest(run_dir: Path) -> Path:
+    """Point ``<parent>/latest`` at ``run_dir`` (relative symlink, replaced atomically)."""
+    link = run_dir.parent / LATEST_LINK
+    partial = run_dir.parent / f".{LATEST_LINK}.{os.getpid()}"
+    partial.unlink(missing_ok=True)
+    partial.symlink_to(run_dir.name, target_is_directory=True)
+    partial.replace(link)
+    return link
 
 
 class RunDirError(Exception):
@@ -105,16 +201,16 @@ def load_run_dir(path: Path | str) -> RunDir:
     if not path.is_dir():
         raise RunDirError(f"{path}: run directory does not exist")
     path = path.resolve()
-    model_dir = path / "model"
+    model_dir = path / MODEL_DIR
     model_config = _read_json(model_dir / "config.json")
     if not (model_dir / "tokenizer.json").is_file():
         raise RunDirError(f"{model_dir / 'tokenizer.json'}: missing (the bundle needs the fast tokenizer)")
-    config_path = path / "config.yaml"
+    config_path = path / CONFIG_FILE
     if not config_path.is_file():
         raise RunDirError(f"{config_path}: missing")
     config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
-    metrics = _read_json(path / "metrics.json")
-    data = _read_json(path / "data.json")
+    metrics = _read_json(path / METRICS_FILE)
+    data = _read_json(path / DATA_FILE)
 
     id2label = model_config.get("id2label") or {}
     labels = [str(id2label[key]) for key in sorted(id2label, key=int)]
@@ -122,7 +218,7 @@ def load_run_dir(path: Path | str) -> RunDir:
         raise RunDirError(f"{model_dir / 'config.json'}: no id2label")
     hf_problem = model_config.get("problem_type") or ""
     problem_type: ProblemType = "multi_label" if hf_problem.startswith("multi_label") else "single_label"
-    thresholds = _thresholds(data.get("thresholds"), labels, path / "data.json")
+    thresholds = _thresholds(data.get("thresholds"), labels, path / DATA_FILE)
     if problem_type == "multi_label" and thresholds is None:
         thresholds = [0.5] * len(labels)
 
@@ -156,5 +252,5 @@ def load_run_dir(path: Path | str) -> RunDir:
         truncation_side=str(tokenizer_config.get("truncation_side", "right")),
         base_model=str(model_section.get("base") or model_config.get("_name_or_path") or "unknown"),
         task=task,
-        test_examples=read_examples(path / "eval" / "test.jsonl"),
+        test_examples=read_examples(path / TEST_FILE),
     )
