@@ -2,8 +2,9 @@
 
 - ``core.run_dir``: the training run directory, written by ``training`` and read by ``export``.
 - ``core.bundle``: the model bundle format, written by ``export`` and read by ``service``.
-- ``core.engine``: the ONNX Runtime engine and ``plan_batches``, served by ``service`` and measured by
-  ``export`` and ``loadtest``.
+- ``core.engine``: the ONNX Runtime engine, served by ``service`` and measured by ``export`` and ``loadtest``.
+- ``core.batching``: ``plan_batches`` and the default batch caps the service, the engine and the export's
+  measurements share.
 - ``core.host``: the machine: usable cores, CPU name and instruction set, a free TCP port.
 
 The stages import ``core`` and never each other (``tests/unit/test_import_rules.py`` checks it). Nothing here

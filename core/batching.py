@@ -12,8 +12,8 @@ from collections.abc import Sequence
 DEFAULT_MAX_BATCH_SIZE = 32
 """Most texts in one session run: the service's ``max_batch_size`` default and ``OnnxEngine.predict``'s."""
 DEFAULT_MAX_BATCH_TOKENS = 4096
-"""Most padded tokens (longest text x texts) in one session run: the service's ``max_batch_tokens`` default,
-``OnnxEngine.predict``'s, and the export's parity and speed measurements'."""
+"""Most padded tokens (longest text x texts) in one session run: the default of the service's
+``max_batch_tokens``, of ``OnnxEngine.predict`` and of the export's parity and speed measurements."""
 
 
 # Fixed cost of one session run, in padded tokens, for ``plan_batches``' length grouping. A run of the int8

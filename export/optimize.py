@@ -6,7 +6,7 @@ fp16, which are GPU choices.
 One O2 fusion is left out by default: ``SkipLayerNormalization`` (residual Add + LayerNorm in one op). With
 onnxruntime 1.32 on CPU its kernel measured 5-7x slower than ``Add`` + ``LayerNormalization`` (89 vs 17 us
 for a [1, 22, 384] input, one thread), and dropping it made the int8 MiniLM 28% faster at batch 1 (1.90 ->
-1.37 ms/text) with identical logits. ``service.engine`` disables ONNX Runtime's own load-time version of
+1.37 ms/text) with identical logits. ``core.engine`` disables ONNX Runtime's own load-time version of
 this fusion for the same reason.
 """
 

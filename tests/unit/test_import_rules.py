@@ -5,7 +5,8 @@
 training run through ``core.run_dir``, never through ``training``. ``deploy`` (launchers of the stages)
 may import ``core``; it starts the stages as ``python -m`` processes rather than importing them. Every
 import counts, also inside functions and under ``if TYPE_CHECKING:``: a lazy import still ties the packages
-together, and an image that copies one stage would then need the other.
+together, and an image that copies one stage would then need the other. ``tests`` and ``docs`` (whose
+generator reads every stage's settings) stand outside the layering; ``monitoring`` may import ``core`` only.
 """
 
 from __future__ import annotations
