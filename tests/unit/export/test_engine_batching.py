@@ -3,6 +3,7 @@ report measures."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.batching import RUN_COST_TOKENS, plan_batches
+from core.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, RUN_COST_TOKENS, plan_batches
 from core.bundle import MODEL_FP32_FILE, load_bundle
 from core.engine import OnnxEngine
 
@@ -71,3 +72,18 @@ def test_truncation_cuts_to_max_length(tiny_bundle_dir: Path) -> None:
     assert item.length == engine.max_length
     assert item.num_tokens == 202
     assert engine.predict([long_text])[0].scores.shape == (2,)
+
+
+def test_served_and_measured_batches_share_one_default() -> None:
+    """The speed report and the parity gate measure batches capped as the service caps them by default."""
+    from export.parity import onnx_logits
+    from service.settings import Settings
+
+    served = Settings()
+    predict = inspect.signature(OnnxEngine.predict).parameters
+    parity = inspect.signature(onnx_logits).parameters
+    assert served.max_batch_tokens == DEFAULT_MAX_BATCH_TOKENS
+    assert predict["max_batch_tokens"].default == DEFAULT_MAX_BATCH_TOKENS
+    assert parity["max_batch_tokens"].default == DEFAULT_MAX_BATCH_TOKENS
+    assert served.max_batch_size == predict["max_batch_size"].default == parity["batch_size"].default
+    assert served.max_batch_size == DEFAULT_MAX_BATCH_SIZE
