@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from core.bundle import sha256_file
 from core.run_dir import write_jsonl
 from training.config import BUILTIN_DATASET, SPLITS, Config, ConfigError, load_config
@@ -457,13 +459,13 @@ def subset(rows: list[dict[str, Any]], size: int | None, seed: int) -> list[dict
 
 
 def _fingerprint(config: Config, source_sha256: str) -> str:
-    data = asdict(config.data)
+    data = msgspec.to_builtins(config.data)
     for key in ("train_subset", "validation_subset", "test_subset", "cache_dir"):
         data.pop(key)
     blob = json.dumps(
         {
             "data": data,
-            "task": asdict(config.task),
+            "task": msgspec.to_builtins(config.task),
             "seed": config.train.seed,
             "sha256": source_sha256,
             "version": PREPARED_FORMAT_VERSION,
