@@ -1,6 +1,6 @@
 """The training run directory: the one contract between the trainer and the exporter.
 
-``docs/CONTRACTS.md`` section 2 describes it. ``python -m training`` writes one per run (rank 0 alone)::
+``docs/contracts.md`` section 2 describes it. ``python -m training`` writes one per run (rank 0 alone)::
 
     <runs_dir>/<YYYYmmdd-HHMMSS>-<name>/
         model/  config.yaml  metrics.json  data.json  eval/{validation,test}.jsonl

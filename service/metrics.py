@@ -1,4 +1,4 @@
-"""Prometheus metrics: exactly the names in docs/CONTRACTS.md section 6 (prefix ``textclf_``, base units).
+"""Prometheus metrics: exactly the names in docs/contracts.md section 6 (prefix ``textclf_``, base units).
 
 Each app gets its own ``CollectorRegistry`` (tests build many apps in one process). Label values come from
 bounded sets only: route templates, methods, status codes, label names from the manifest, and the fixed reason

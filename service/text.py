@@ -1,6 +1,6 @@
 """What the service does to a text before the model sees it, and the one repair it makes to a request body.
 
-The contract (docs/api.md "Text normalization", docs/CONTRACTS.md): a text is refused only when it is empty, only whitespace,
+The contract (docs/api.md "Text normalization", docs/contracts.md): a text is refused only when it is empty, only whitespace,
 or over the limits. Everything else is classified: control characters, mojibake, zero-width and bidi marks,
 any script, emoji.
 

@@ -12,7 +12,7 @@ Commands (from the repository root)::
     python -m training.config --markdown                # every config option with its help text
 
 The run directory (``artifacts/runs/<timestamp>-<name>``, linked from ``artifacts/runs/latest``) is described
-in ``docs/CONTRACTS.md`` section 2.
+in ``docs/contracts.md`` section 2.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Evaluation: batched prediction, the metrics of ``metrics.json``, threshold tuning and the plots.
 
-Single-label metrics follow ``docs/CONTRACTS.md``: for two labels, ``precision``, ``recall`` and ``f1`` are
+Single-label metrics follow ``docs/contracts.md``: for two labels, ``precision``, ``recall`` and ``f1`` are
 the
 positive class's (the second label, e.g. ``related``); with more labels they are macro averages. Multi-label
 metrics use per-label thresholds (tuned on validation) and report ``f1`` = micro F1, ``macro_f1`` and

@@ -6,7 +6,7 @@ epoch (or
 every ``train.eval_every_steps``), early stopping on validation F1 keeping the best weights, seeded
 throughout.
 Under ``torchrun`` it runs DistributedDataParallel; rank 0 alone writes the run directory, whose layout,
-data-file writer and ``latest`` link are ``core.run_dir``'s (``docs/CONTRACTS.md`` section 2).
+data-file writer and ``latest`` link are ``core.run_dir``'s (``docs/contracts.md`` section 2).
 """
 
 from __future__ import annotations
@@ -644,7 +644,7 @@ def write_run_dir(
     thresholds: list[float] | None,
     history: dict[str, list[Any]],
 ) -> None:
-    """Everything ``core.run_dir`` lists (``docs/CONTRACTS.md`` section 2), written by rank 0."""
+    """Everything ``core.run_dir`` lists (``docs/contracts.md`` section 2), written by rank 0."""
     labels = prepared.labels
     model.save_pretrained(run_dir / MODEL_DIR, safe_serialization=True)
     tokenizer.save_pretrained(run_dir / MODEL_DIR)

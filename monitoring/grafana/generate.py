@@ -370,7 +370,7 @@ def _variables() -> list[db.CustomVariable | db.QueryVariable]:
     return [
         db.CustomVariable("job")
         .label("Job")
-        .description("Prometheus scrape job of the service (docs/CONTRACTS.md: textclf).")
+        .description("Prometheus scrape job of the service (docs/contracts.md: textclf).")
         .values("textclf")
         .current(textclf)
         .options([textclf]),

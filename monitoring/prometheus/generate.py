@@ -9,7 +9,7 @@ regenerate. To change it for one deployment only, render a copy with flags and m
 
 The promtool unit tests (``monitoring/prometheus/tests/``) are written against the defaults.
 
-Metric names are those of docs/CONTRACTS.md section 6; the scrape job is ``textclf``. Recording rules follow
+Metric names are those of docs/contracts.md section 6; the scrape job is ``textclf``. Recording rules follow
 Prometheus' ``level:metric:operations`` naming, keep the ``job`` label (so several deployments can share a
 Prometheus) and aggregate instances away (ratios and quantiles are for the service, not one replica).
 """

@@ -200,6 +200,6 @@ def test_queue_time_autoscaling_option_is_wired_to_a_real_metric() -> None:
     pods_metric = next(m for m in hpa["spec"]["metrics"] if m["type"] == "Pods")
     assert pods_metric["pods"]["metric"]["name"] == rule["name"]["as"]
     series = set(re.findall(r"(textclf_[a-z_]+?)_(?:sum|count)\{", rule["metricsQuery"]))
-    contract = (REPO / "docs/CONTRACTS.md").read_text(encoding="utf-8")
+    contract = (REPO / "docs/contracts.md").read_text(encoding="utf-8")
     assert series == {"textclf_queue_duration_seconds"}
     assert "`textclf_queue_duration_seconds`" in contract

@@ -69,7 +69,7 @@ def test_dashboard_has_a_fixed_uid_and_unique_panel_ids(dashboard: dict) -> None
 
 
 def test_every_contract_metric_is_on_the_dashboard(dashboard: dict) -> None:
-    contracts = (REPO_ROOT / "docs" / "CONTRACTS.md").read_text(encoding="utf-8")
+    contracts = (REPO_ROOT / "docs" / "contracts.md").read_text(encoding="utf-8")
     section = contracts.split("## 6. Metrics", 1)[1]
     metrics = set(re.findall(r"^\| `(textclf_\w+)`", section, flags=re.M))
     assert len(metrics) >= 19
