@@ -62,7 +62,8 @@ def torch_predictor(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     torch.set_num_threads(threads)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, use_fast=True)
+    # transformers leaves AutoTokenizer.from_pretrained unannotated (an error only under --strict).
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, use_fast=True)  # type: ignore[no-untyped-call,unused-ignore]
     tokenizer.truncation_side = truncation_side
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
 

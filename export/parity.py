@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from core.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, plan_batches
-from core.engine import OnnxEngine
+from core.engine import OnnxEngine, sigmoid
 from core.run_dir import Example
 
 
@@ -67,7 +67,8 @@ def torch_logits(
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, use_fast=True)
+    # transformers leaves AutoTokenizer.from_pretrained unannotated (an error only under --strict).
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, use_fast=True)  # type: ignore[no-untyped-call,unused-ignore]
     tokenizer.truncation_side = truncation_side
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     # Batches of similar length waste less compute on padding; results go back to input order.
@@ -151,7 +152,8 @@ def decisions(logits: np.ndarray, multi_label: bool, thresholds: Sequence[float]
     """Boolean ``[texts, labels]`` decisions: one-hot argmax, or sigmoid >= threshold per label."""
     if multi_label:
         limits = np.asarray(thresholds if thresholds is not None else [0.5] * logits.shape[1])
-        return 1.0 / (1.0 + np.exp(-logits)) >= limits
+        above: np.ndarray = sigmoid(logits) >= limits
+        return above
     chosen = np.zeros(logits.shape, dtype=bool)
     chosen[np.arange(len(logits)), logits.argmax(axis=1)] = True
     return chosen
@@ -173,7 +175,7 @@ def _f1(tp: float, fp: float, fn: float) -> float:
 
 
 def f1_score(predicted: np.ndarray, gold: np.ndarray, multi_label: bool) -> float:
-    """The run's headline F1 (docs/CONTRACTS.md): positive-class F1 for binary single-label (the last label),
+    """The run's headline F1 (docs/contracts.md): positive-class F1 for binary single-label (the last label),
     macro F1 over labels for multi-class, micro F1 for multi-label."""
     if multi_label:
         tp = float((predicted & gold).sum())

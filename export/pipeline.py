@@ -9,6 +9,7 @@ verify -> rename into place.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import shutil
@@ -17,9 +18,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -88,7 +90,7 @@ class ExportOptions:
     """Everything ``python -m export`` can be told (each field is a CLI flag)."""
 
     run_dir: Path
-    """Training run directory (docs/CONTRACTS.md section 2), e.g. ``artifacts/runs/latest``."""
+    """Training run directory (docs/contracts.md section 2), e.g. ``artifacts/runs/latest``."""
     out: Path
     """Bundle folder to write, e.g. ``models/disaster-related``."""
     name: str | None = None
@@ -154,8 +156,6 @@ def library_versions() -> dict[str, str]:
 
 
 def _pad_token_id(run: RunDir) -> int:
-    import json
-
     config = json.loads((run.model_dir / "config.json").read_text(encoding="utf-8"))
     return int(config.get("pad_token_id") or 0)
 
@@ -236,59 +236,51 @@ def _quantization(
     )
 
 
-def _calibration_feeds(engine: OnnxEngine, texts: list[str]) -> Iterator[dict[str, np.ndarray]]:
-    """One text per feed, tokenized as the service does, so padding never enters the calibrated ranges."""
-    for item in engine.tokenize(texts):
-        ids = item.ids.reshape(1, -1)
-        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        if "token_type_ids" in engine.manifest.inputs:  # bundles exported with --keep-token-type-ids
-            feeds["token_type_ids"] = np.zeros_like(ids)
-        yield feeds
+class _Candidate(NamedTuple):
+    """One int8 graph the parity gate judges."""
+
+    mode: QuantMode
+    source: str
+    """The fp32 graph it was quantized from (a key of ``_Fp32Graphs.by_source``)."""
+    path: Path
 
 
-def _build_candidates(
-    options: ExportOptions,
-    *,
-    fp32_graphs: dict[str, Path],
-    work: Path,
-    isa: Isa,
-    calibration: Callable[[], Iterator[dict[str, np.ndarray]]],
-    timings: dict[str, float],
-) -> dict[str, tuple[QuantMode, str, Path]]:
-    """Quantize the fp32 graphs in every requested mode; returns ``name -> (mode, source graph, path)``."""
-    candidates: dict[str, tuple[QuantMode, str, Path]] = {}
-    for mode in options.quant_modes:
-        sources = {
-            "dynamic_int8": options.source_graphs,
-            "weight_only_int8": ("exported",),
-        }.get(mode, (UNFUSED_ATTENTION,))
-        for source in sources:
-            name = f"{mode}/{source}"
-            # Quantizers annotate shapes in place: work on a copy, keep the fp32 graph pristine.
-            source_dir = work / f"to-quantize-{mode}-{source}"
-            shutil.copytree(fp32_graphs[source].parent, source_dir)
-            source_path = source_dir / fp32_graphs[source].name
-            out_path = work / f"{mode}-{source}.onnx"
-            with _step(f"quantize the {source} graph ({mode}, {isa})", timings):
-                if mode == "dynamic_int8":
-                    quantize_dynamic(source_path, out_path, isa, options.per_channel)
-                elif mode in ("static_int8", "static_int8_ffn_weight_only"):
-                    quantize_static(
-                        source_path,
-                        out_path,
-                        calibration(),
-                        isa,
-                        per_channel=options.per_channel,
-                        ffn_weight_only=mode == "static_int8_ffn_weight_only",
-                    )
-                else:
-                    quantize_weight_only(source_path, out_path)
-            candidates[name] = (mode, source, out_path)
-    return candidates
+@dataclass(frozen=True)
+class _Job:
+    """What every step of one export shares."""
+
+    run: RunDir
+    options: ExportOptions
+    isa: Isa
+    threads: int
+    staging: Path
+    """The bundle being written: beside ``out``, so the final rename stays on one filesystem (atomic)."""
+    work: Path
+    """Scratch folder for the intermediate graphs, removed at the end."""
+    timings: dict[str, float]
+    """Seconds per step, recorded in parity.json."""
 
 
-def _write_json(path: Path, value: object) -> None:
-    path.write_bytes(msgspec.json.format(msgspec.json.encode(value, order="sorted"), indent=2) + b"\n")
+@dataclass(frozen=True)
+class _Fp32Graphs:
+    exported: Path
+    optimized: Path
+    folded: bool
+    """Whether ``token_type_ids`` was folded away."""
+    by_source: dict[str, Path]
+    """The graphs the int8 modes quantize, by source name."""
+
+
+@dataclass(frozen=True)
+class _TestSplit:
+    """The messages the gate judges on, and the PyTorch and fp32 figures every candidate is held to."""
+
+    texts: list[str]
+    gold: np.ndarray
+    reference: np.ndarray
+    """PyTorch logits."""
+    fp32_figures: dict[str, float]
+    fp32_size: int
 
 
 def export_bundle(options: ExportOptions) -> Path:
@@ -320,172 +312,29 @@ def export_bundle(options: ExportOptions) -> Path:
     )
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    # The staging folder sits beside the target so the final rename stays on one filesystem (atomic).
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; a service running as another user must read it
     work = Path(tempfile.mkdtemp(prefix="textclf-export-"))
+    job = _Job(run, options, isa, threads, staging, work, timings)
     try:
-        with _step("export to ONNX (optimum)", timings):
-            exported = export_onnx(run.model_dir, work / "exported")
-            folded = options.fold_token_types and fold_token_type_ids(exported)
-        with _step(f"optimize ({OPTIMIZATION_LEVEL})", timings):
-            optimized = optimize_onnx(
-                work / "exported", work / "optimized", exported.name, options.skip_layer_norm_fusion
-            )
-        fp32_graphs = {"optimized": optimized, "exported": exported}
-        if any(mode.startswith("static_int8") for mode in options.quant_modes):
-            with _step(f"optimize ({OPTIMIZATION_LEVEL} without attention fusion, for static int8)", timings):
-                fp32_graphs[UNFUSED_ATTENTION] = optimize_onnx(
-                    work / "exported",
-                    work / UNFUSED_ATTENTION,
-                    exported.name,
-                    options.skip_layer_norm_fusion,
-                    attention_fusion=False,
-                )
-
-        shutil.copyfile(run.model_dir / TOKENIZER_FILE, staging / TOKENIZER_FILE)
-        shutil.copyfile(optimized, staging / MODEL_FP32_FILE)
-        manifest = _manifest(run, options, graph_inputs(optimized), model_opset=opset(exported), isa=isa)
-        staged = Bundle(path=staging, manifest=manifest)
+        graphs = _export_fp32_graphs(job)
+        staged = _stage_fp32(job, graphs)
         fp32_engine = OnnxEngine(staged, threads, options.allow_spinning, model_file=MODEL_FP32_FILE)
-
-        def calibration() -> Iterator[dict[str, np.ndarray]]:
-            # Validation messages: held out from training and from the test split the gate judges on.
-            validation = read_examples(run.path / "eval" / "validation.jsonl")[:CALIBRATION_TEXTS]
-            return _calibration_feeds(fp32_engine, [example.text for example in validation])
-
         candidates = _build_candidates(
-            options, fp32_graphs=fp32_graphs, work=work, isa=isa, calibration=calibration, timings=timings
+            options,
+            fp32_graphs=graphs.by_source,
+            work=work,
+            isa=isa,
+            calibration=partial(_validation_feeds, run, fp32_engine),
+            timings=timings,
         )
-
-        examples = run.test_examples[: options.parity_sample] if options.parity_sample else run.test_examples
-        texts = [example.text for example in examples]
-        gold = gold_matrix(examples, run.labels)
-        multi_label = run.problem_type == "multi_label"
-        with _step(f"parity: PyTorch on {len(texts)} test messages", timings):
-            reference = torch_logits(run.model_dir, texts, run.max_length, run.truncation_side)
-        with _step("parity: ONNX fp32", timings):
-            fp32_figures = compare_fp32(reference, onnx_logits(fp32_engine, texts))
-        fp32_size = (staging / MODEL_FP32_FILE).stat().st_size
-
-        candidate_reports: dict[str, dict[str, Any]] = {}
-        for name, (mode, _, path) in candidates.items():
-            with _step(f"parity: {name}", timings):
-                shutil.copyfile(path, staging / MODEL_FILE)
-                engine = OnnxEngine(staged, threads, options.allow_spinning)
-                figures = compare_int8(
-                    reference, onnx_logits(engine, texts), gold, multi_label, run.thresholds
-                )
-                invariance = batch_invariance(
-                    engine,
-                    texts[: options.invariance_sample],
-                    multi_label,
-                    max_score_diff=options.limits.max_batch_score_diff,
-                )
-                size_ratio = path.stat().st_size / fp32_size
-                judged = None if options.allow_batch_variant else invariance
-                failures = gate_failures(fp32_figures, figures, size_ratio, options.limits, judged)
-                if mode not in BATCH_INVARIANT_MODES and not options.allow_batch_variant:
-                    failures.append(
-                        f"{mode} is batch-variant by construction (one activation scale per batch tensor; "
-                        f"measured here: max |score diff| {invariance['max_abs_score_diff']:.1e}); "
-                        "serve it only with --allow-batch-variant"
-                    )
-                speeds = _selection_speed(engine, texts[: options.selection_texts])
-            passed_gate = not failures
-            candidate_reports[name] = {
-                **figures,
-                **speeds,
-                "batch_invariance": invariance,
-                "size_bytes": path.stat().st_size,
-                "size_ratio": size_ratio,
-                "failures": failures,
-                "eligible": passed_gate,
-            }
-            log.info(
-                "%s: agreement %.4f, |dF1| %.3f points, invariance max |dscore| %.1e (%d flips), "
-                "size %.1f%% of fp32, %.0f texts/s batch 1, %.0f batch 32%s",
-                name,
-                figures["label_agreement"],
-                figures["delta_f1_points"],
-                invariance["max_abs_score_diff"],
-                invariance["label_flips"],
-                100 * size_ratio,
-                speeds["batch1_texts_per_second"],
-                speeds["batch32_texts_per_second"],
-                "" if passed_gate else f" (fails: {'; '.join(failures)})",
-            )
-        eligible = [name for name, report in candidate_reports.items() if report["eligible"]]
-        chosen = max(
-            eligible or list(candidate_reports), key=lambda n: candidate_reports[n]["rank_texts_per_second"]
+        split = _parity_baseline(job, fp32_engine)
+        reports = {name: _judge(job, staged, name, cand, split) for name, cand in candidates.items()}
+        parity_report = _apply_gate(
+            job, staged, candidates=candidates, reports=reports, split=split, folded=graphs.folded
         )
-        failures = list(candidate_reports[chosen]["failures"])
-        chosen_mode, chosen_source, chosen_path = candidates[chosen]
-        int8_figures = {
-            k: v for k, v in candidate_reports[chosen].items() if k not in ("failures", "eligible")
-        }
-        parity_report: dict[str, Any] = {
-            "num_examples": len(texts),
-            "split": "test" if not options.parity_sample else f"test[:{options.parity_sample}]",
-            "fp32": fp32_figures,
-            "int8": int8_figures,
-            "int8_candidate": chosen,
-            "int8_source_graph": chosen_source,
-            "candidates": candidate_reports,
-            "limits": limits_dict(options.limits),
-            "allow_batch_variant": options.allow_batch_variant,
-            "passed": not failures,
-            "failures": failures,
-            "fp32_size_bytes": fp32_size,
-            "token_type_ids_folded": bool(folded),
-            "skip_layer_norm_fusion": options.skip_layer_norm_fusion,
-        }
-        if failures and not options.allow_degraded:
-            raise GateFailedError(failures, parity_report)
-        if failures:
-            log.warning("parity gate FAILED (%s); writing a degraded bundle", "; ".join(failures))
-        shutil.copyfile(chosen_path, staging / MODEL_FILE)
-        manifest.quantization = _quantization(
-            options, isa, chosen_mode, chosen_source, candidate_reports[chosen]
-        )
-        manifest.parity = parity_report
-        manifest.degraded = bool(failures)
-
-        bench_report: dict[str, Any] | None = None
-        # Timed beside the served graph so the report says what batch invariance costs on this CPU.
-        unserved_dynamic = next(
-            (path for mode, _, path in candidates.values() if mode == "dynamic_int8" and mode != chosen_mode),
-            None,
-        )
-        if options.bench:
-            with _step("speed report (PyTorch eager vs ONNX fp32 vs ONNX int8)", timings):
-                bench_report = bench_mod.speed_report(
-                    run,
-                    staged,
-                    threads=threads,
-                    rounds=options.bench_rounds,
-                    num_texts=options.bench_texts,
-                    batches_per_round=options.bench_batches_per_round,
-                    allow_spinning=options.allow_spinning,
-                    dynamic_int8_model=unserved_dynamic,
-                )
-            _write_json(staging / BENCH_FILE, bench_report)
-            bench_mod.plot_bench(
-                bench_report,
-                staging / BENCH_PNG_FILE,
-                f"{manifest.name} ({run.run_id}) on {bench_report['machine']['cpu']}, {threads} threads",
-            )
-        _write_json(staging / PARITY_FILE, parity_report)
-        (staging / MODEL_CARD_FILE).write_text(
-            render_model_card(manifest, run.data, bench_report), encoding="utf-8"
-        )
-        timings["total"] = round(time.perf_counter() - started, 3)
-        parity_report["export_seconds"] = timings
-        _write_json(staging / PARITY_FILE, parity_report)
-        manifest.files = checksum_files(staging)
-        manifest.created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        write_manifest(staging, manifest)
-        verify_files(load_bundle(staging))
+        bench_report = _write_speed_report(job, staged, candidates) if options.bench else None
+        _write_reports_and_manifest(job, staged, parity_report, bench_report, started)
         _replace(staging, out, options.force)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -494,6 +343,264 @@ def export_bundle(options: ExportOptions) -> Path:
         shutil.rmtree(work, ignore_errors=True)
     log.info("bundle written to %s in %.1f s", out, time.perf_counter() - started)
     return out
+
+
+def _export_fp32_graphs(job: _Job) -> _Fp32Graphs:
+    """optimum export, ``token_type_ids`` folded, O2, and O2 without attention fusion for the static modes."""
+    options, work = job.options, job.work
+    with _step("export to ONNX (optimum)", job.timings):
+        exported = export_onnx(job.run.model_dir, work / "exported")
+        folded = options.fold_token_types and fold_token_type_ids(exported)
+    with _step(f"optimize ({OPTIMIZATION_LEVEL})", job.timings):
+        optimized = optimize_onnx(
+            work / "exported", work / "optimized", exported.name, options.skip_layer_norm_fusion
+        )
+    by_source = {"optimized": optimized, "exported": exported}
+    if any(mode.startswith("static_int8") for mode in options.quant_modes):
+        with _step(f"optimize ({OPTIMIZATION_LEVEL} without attention fusion, for static int8)", job.timings):
+            by_source[UNFUSED_ATTENTION] = optimize_onnx(
+                work / "exported",
+                work / UNFUSED_ATTENTION,
+                exported.name,
+                options.skip_layer_norm_fusion,
+                attention_fusion=False,
+            )
+    return _Fp32Graphs(exported=exported, optimized=optimized, folded=folded, by_source=by_source)
+
+
+def _stage_fp32(job: _Job, graphs: _Fp32Graphs) -> Bundle:
+    """The staging folder as a bundle with the tokenizer, the fp32 graph and a manifest still to be filled."""
+    shutil.copyfile(job.run.model_dir / TOKENIZER_FILE, job.staging / TOKENIZER_FILE)
+    shutil.copyfile(graphs.optimized, job.staging / MODEL_FP32_FILE)
+    manifest = _manifest(
+        job.run, job.options, graph_inputs(graphs.optimized), model_opset=opset(graphs.exported), isa=job.isa
+    )
+    return Bundle(path=job.staging, manifest=manifest)
+
+
+def _validation_feeds(run: RunDir, fp32_engine: OnnxEngine) -> Iterator[dict[str, np.ndarray]]:
+    """Calibration feeds from validation messages: held out from training and from the gate's test split."""
+    validation = read_examples(run.path / "eval" / "validation.jsonl")[:CALIBRATION_TEXTS]
+    return _calibration_feeds(fp32_engine, [example.text for example in validation])
+
+
+def _calibration_feeds(engine: OnnxEngine, texts: list[str]) -> Iterator[dict[str, np.ndarray]]:
+    """One text per feed, tokenized as the service does, so padding never enters the calibrated ranges."""
+    for item in engine.tokenize(texts):
+        ids = item.ids.reshape(1, -1)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if "token_type_ids" in engine.manifest.inputs:  # bundles exported with --keep-token-type-ids
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        yield feeds
+
+
+def _build_candidates(
+    options: ExportOptions,
+    *,
+    fp32_graphs: dict[str, Path],
+    work: Path,
+    isa: Isa,
+    calibration: Callable[[], Iterator[dict[str, np.ndarray]]],
+    timings: dict[str, float],
+) -> dict[str, _Candidate]:
+    """Quantize the fp32 graphs in every requested mode; returns the candidates by ``mode/source`` name."""
+    candidates: dict[str, _Candidate] = {}
+    for mode in options.quant_modes:
+        sources = {
+            "dynamic_int8": options.source_graphs,
+            "weight_only_int8": ("exported",),
+        }.get(mode, (UNFUSED_ATTENTION,))
+        for source in sources:
+            name = f"{mode}/{source}"
+            # Quantizers annotate shapes in place: work on a copy, keep the fp32 graph pristine.
+            source_dir = work / f"to-quantize-{mode}-{source}"
+            shutil.copytree(fp32_graphs[source].parent, source_dir)
+            source_path = source_dir / fp32_graphs[source].name
+            out_path = work / f"{mode}-{source}.onnx"
+            with _step(f"quantize the {source} graph ({mode}, {isa})", timings):
+                if mode == "dynamic_int8":
+                    quantize_dynamic(source_path, out_path, isa, options.per_channel)
+                elif mode in ("static_int8", "static_int8_ffn_weight_only"):
+                    quantize_static(
+                        source_path,
+                        out_path,
+                        calibration(),
+                        isa,
+                        per_channel=options.per_channel,
+                        ffn_weight_only=mode == "static_int8_ffn_weight_only",
+                    )
+                else:
+                    quantize_weight_only(source_path, out_path)
+            candidates[name] = _Candidate(mode, source, out_path)
+    return candidates
+
+
+def _parity_baseline(job: _Job, fp32_engine: OnnxEngine) -> _TestSplit:
+    """PyTorch logits on the test split, and how far the fp32 ONNX graph strays from them."""
+    run, sample = job.run, job.options.parity_sample
+    examples = run.test_examples[:sample] if sample else run.test_examples
+    texts = [example.text for example in examples]
+    with _step(f"parity: PyTorch on {len(texts)} test messages", job.timings):
+        reference = torch_logits(run.model_dir, texts, run.max_length, run.truncation_side)
+    with _step("parity: ONNX fp32", job.timings):
+        fp32_figures = compare_fp32(reference, onnx_logits(fp32_engine, texts))
+    return _TestSplit(
+        texts=texts,
+        gold=gold_matrix(examples, run.labels),
+        reference=reference,
+        fp32_figures=fp32_figures,
+        fp32_size=(job.staging / MODEL_FP32_FILE).stat().st_size,
+    )
+
+
+def _judge(job: _Job, staged: Bundle, name: str, candidate: _Candidate, split: _TestSplit) -> dict[str, Any]:
+    """One candidate's gate figures, batch invariance, size, speed and failures, served from staging."""
+    options, run = job.options, job.run
+    multi_label = run.problem_type == "multi_label"
+    with _step(f"parity: {name}", job.timings):
+        shutil.copyfile(candidate.path, job.staging / MODEL_FILE)
+        engine = OnnxEngine(staged, job.threads, options.allow_spinning)
+        figures = compare_int8(
+            split.reference, onnx_logits(engine, split.texts), split.gold, multi_label, run.thresholds
+        )
+        invariance = batch_invariance(
+            engine,
+            split.texts[: options.invariance_sample],
+            multi_label,
+            max_score_diff=options.limits.max_batch_score_diff,
+        )
+        size_ratio = candidate.path.stat().st_size / split.fp32_size
+        judged = None if options.allow_batch_variant else invariance
+        failures = gate_failures(split.fp32_figures, figures, size_ratio, options.limits, judged)
+        if candidate.mode not in BATCH_INVARIANT_MODES and not options.allow_batch_variant:
+            failures.append(
+                f"{candidate.mode} is batch-variant by construction (one activation scale per batch tensor; "
+                f"measured here: max |score diff| {invariance['max_abs_score_diff']:.1e}); "
+                "serve it only with --allow-batch-variant"
+            )
+        speeds = _selection_speed(engine, split.texts[: options.selection_texts])
+    log.info(
+        "%s: agreement %.4f, |dF1| %.3f points, invariance max |dscore| %.1e (%d flips), "
+        "size %.1f%% of fp32, %.0f texts/s batch 1, %.0f batch 32%s",
+        name,
+        figures["label_agreement"],
+        figures["delta_f1_points"],
+        invariance["max_abs_score_diff"],
+        invariance["label_flips"],
+        100 * size_ratio,
+        speeds["batch1_texts_per_second"],
+        speeds["batch32_texts_per_second"],
+        "" if not failures else f" (fails: {'; '.join(failures)})",
+    )
+    return {
+        **figures,
+        **speeds,
+        "batch_invariance": invariance,
+        "size_bytes": candidate.path.stat().st_size,
+        "size_ratio": size_ratio,
+        "failures": failures,
+        "eligible": not failures,
+    }
+
+
+def _apply_gate(
+    job: _Job,
+    staged: Bundle,
+    *,
+    candidates: dict[str, _Candidate],
+    reports: dict[str, dict[str, Any]],
+    split: _TestSplit,
+    folded: bool,
+) -> dict[str, Any]:
+    """Serve the fastest candidate that passed (the fastest of all if none did); returns the parity report.
+
+    Raises:
+        GateFailedError: no candidate passed and ``allow_degraded`` is off.
+    """
+    options = job.options
+    eligible = [name for name, report in reports.items() if report["eligible"]]
+    chosen = max(eligible or list(reports), key=lambda name: reports[name]["rank_texts_per_second"])
+    failures = list(reports[chosen]["failures"])
+    parity_report: dict[str, Any] = {
+        "num_examples": len(split.texts),
+        "split": "test" if not options.parity_sample else f"test[:{options.parity_sample}]",
+        "fp32": split.fp32_figures,
+        "int8": {k: v for k, v in reports[chosen].items() if k not in ("failures", "eligible")},
+        "int8_candidate": chosen,
+        "int8_source_graph": candidates[chosen].source,
+        "candidates": reports,
+        "limits": limits_dict(options.limits),
+        "allow_batch_variant": options.allow_batch_variant,
+        "passed": not failures,
+        "failures": failures,
+        "fp32_size_bytes": split.fp32_size,
+        "token_type_ids_folded": bool(folded),
+        "skip_layer_norm_fusion": options.skip_layer_norm_fusion,
+    }
+    if failures and not options.allow_degraded:
+        raise GateFailedError(failures, parity_report)
+    if failures:
+        log.warning("parity gate FAILED (%s); writing a degraded bundle", "; ".join(failures))
+    shutil.copyfile(candidates[chosen].path, job.staging / MODEL_FILE)
+    staged.manifest.quantization = _quantization(
+        options, job.isa, candidates[chosen].mode, candidates[chosen].source, reports[chosen]
+    )
+    staged.manifest.parity = parity_report
+    staged.manifest.degraded = bool(failures)
+    return parity_report
+
+
+def _write_speed_report(job: _Job, staged: Bundle, candidates: dict[str, _Candidate]) -> dict[str, Any]:
+    """bench.json and bench.png: PyTorch eager vs ONNX fp32 vs the served int8 graph."""
+    served_mode = staged.manifest.quantization.mode
+    # Timed beside the served graph so the report says what batch invariance costs on this CPU.
+    unserved_dynamic = next(
+        (c.path for c in candidates.values() if c.mode == "dynamic_int8" and c.mode != served_mode), None
+    )
+    with _step("speed report (PyTorch eager vs ONNX fp32 vs ONNX int8)", job.timings):
+        report = bench_mod.speed_report(
+            job.run,
+            staged,
+            threads=job.threads,
+            rounds=job.options.bench_rounds,
+            num_texts=job.options.bench_texts,
+            batches_per_round=job.options.bench_batches_per_round,
+            allow_spinning=job.options.allow_spinning,
+            dynamic_int8_model=unserved_dynamic,
+        )
+    _write_json(job.staging / BENCH_FILE, report)
+    bench_mod.plot_bench(
+        report,
+        job.staging / BENCH_PNG_FILE,
+        f"{staged.manifest.name} ({job.run.run_id}) on {report['machine']['cpu']}, {job.threads} threads",
+    )
+    return report
+
+
+def _write_reports_and_manifest(
+    job: _Job,
+    staged: Bundle,
+    parity_report: dict[str, Any],
+    bench_report: dict[str, Any] | None,
+    started: float,
+) -> None:
+    """parity.json, the model card, the manifest with every file's SHA-256; verified before the rename."""
+    manifest = staged.manifest
+    _write_json(job.staging / PARITY_FILE, parity_report)
+    (job.staging / MODEL_CARD_FILE).write_text(
+        render_model_card(manifest, job.run.data, bench_report), encoding="utf-8"
+    )
+    job.timings["total"] = round(time.perf_counter() - started, 3)
+    parity_report["export_seconds"] = job.timings
+    _write_json(job.staging / PARITY_FILE, parity_report)
+    manifest.files = checksum_files(job.staging)
+    manifest.created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    write_manifest(job.staging, manifest)
+    verify_files(load_bundle(job.staging))
+
+
+def _write_json(path: Path, value: object) -> None:
+    path.write_bytes(msgspec.json.format(msgspec.json.encode(value, order="sorted"), indent=2) + b"\n")
 
 
 def _replace(staging: Path, out: Path, force: bool) -> None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -80,7 +80,7 @@ ISA_SETTINGS: dict[Isa, IsaSettings] = {
 }
 
 
-def _quant_type(name: str):  # type: ignore[no-untyped-def]  # onnxruntime ships no type hints
+def _quant_type(name: str) -> Any:  # onnxruntime ships no type hints: QuantType is Any to mypy
     from onnxruntime.quantization import QuantType
 
     return QuantType.QInt8 if name == "int8" else QuantType.QUInt8

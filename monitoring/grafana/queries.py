@@ -62,7 +62,8 @@ class Query:
 
 
 def load(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+    dashboard: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return dashboard
 
 
 def panel_queries(dashboard: dict[str, Any]) -> list[Query]:
