@@ -13,12 +13,24 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict, cast
 
 import numpy as np
 
-from training.evaluate import compute_metrics, shift_binary_scores, tune_decision_threshold, tune_thresholds
+from training.evaluate import (
+    Scores,
+    SplitMetrics,
+    Targets,
+    compute_metrics,
+    shift_binary_scores,
+    tune_decision_threshold,
+    tune_thresholds,
+)
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 log = logging.getLogger("training.baseline")
 
@@ -28,17 +40,29 @@ DESCRIPTION = (
 )
 
 
+class BaselineMetrics(TypedDict, total=False):
+    """``metrics.json``'s ``baseline``: metrics per evaluated split (keys as the model's) and the fit."""
+
+    validation: SplitMetrics
+    test: SplitMetrics
+    description: str
+    fit_seconds: float
+    seconds: float
+    train_rows: int
+    vocabulary_size: int
+    decision_threshold: float | None
+
+
 @dataclass
 class BaselineResult:
     """What the baseline produced: metrics per split plus the scores behind them."""
 
-    metrics: dict[str, Any]
-    """``{"validation": {...}, "test": {...}, "description", "fit_seconds", "train_rows", ...}``."""
-    scores: dict[str, np.ndarray]
+    metrics: BaselineMetrics
+    scores: dict[str, Scores]
     """Probabilities ``[n, labels]`` per evaluated split, after any decision-threshold shift."""
 
 
-def build_pipeline(problem_type: str, n_labels: int, seed: int) -> Any:
+def build_pipeline(problem_type: str, n_labels: int, seed: int) -> Pipeline:
     """The unfitted scikit-learn pipeline (vectorizer + classifier)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -54,7 +78,7 @@ def build_pipeline(problem_type: str, n_labels: int, seed: int) -> Any:
     return make_pipeline(vectorizer, classifier)
 
 
-def _scores(pipeline: Any, texts: list[str], problem_type: str, n_labels: int) -> np.ndarray:
+def _scores(pipeline: Pipeline, texts: list[str], problem_type: str, n_labels: int) -> Scores:
     """Probabilities in label order ``[n, n_labels]``, also when a class was absent from training."""
     raw = np.asarray(pipeline.predict_proba(texts), dtype=np.float32)
     if problem_type == "multi_label":
@@ -69,7 +93,7 @@ def fit_baseline(
     problem_type: str,
     labels: list[str],
     texts: dict[str, list[str]],
-    targets: dict[str, np.ndarray],
+    targets: dict[str, Targets],
     seed: int,
     tune_decision: bool,
 ) -> BaselineResult:
@@ -112,20 +136,19 @@ def fit_baseline(
         decision_threshold = tune_decision_threshold(targets["validation"], scores["validation"])
         scores = {split: shift_binary_scores(values, decision_threshold) for split, values in scores.items()}
 
-    metrics: dict[str, Any] = {
+    per_split = {
         split: compute_metrics(problem_type, labels, targets[split], values, thresholds)
         for split, values in scores.items()
     }
-    metrics.update(
-        {
-            "description": DESCRIPTION,
-            "fit_seconds": fit_seconds,
-            "seconds": time.perf_counter() - start,
-            "train_rows": len(texts["train"]),
-            "vocabulary_size": len(pipeline[0].vocabulary_),
-            "decision_threshold": decision_threshold,
-        }
-    )
+    fit: dict[str, object] = {
+        "description": DESCRIPTION,
+        "fit_seconds": fit_seconds,
+        "seconds": time.perf_counter() - start,
+        "train_rows": len(texts["train"]),
+        "vocabulary_size": len(pipeline[0].vocabulary_),
+        "decision_threshold": decision_threshold,
+    }
+    metrics = cast(BaselineMetrics, {**per_split, **fit})  # the split names are the caller's
     log.info(
         "baseline (%s): fitted on %d rows in %.1f s, %d n-grams",
         "one-vs-rest" if multi else "logistic regression",
@@ -139,11 +162,16 @@ def fit_baseline(
 COMPARED_KEYS = ("f1", "macro_f1", "accuracy", "roc_auc", "precision", "recall")
 
 
-def comparison_lines(model: dict[str, Any], baseline: dict[str, Any], split: str = "test") -> list[str]:
+def comparison_lines(
+    model: Mapping[str, object], baseline: Mapping[str, object], split: str = "test"
+) -> list[str]:
     """``key: model M vs baseline B (delta)`` lines for the training log."""
+    ours_split, theirs_split = model.get(split, {}), baseline.get(split, {})
+    if not isinstance(ours_split, Mapping) or not isinstance(theirs_split, Mapping):
+        return []
     lines = []
     for key in COMPARED_KEYS:
-        ours, theirs = model.get(split, {}).get(key), baseline.get(split, {}).get(key)
+        ours, theirs = ours_split.get(key), theirs_split.get(key)
         if isinstance(ours, int | float) and isinstance(theirs, int | float):
             lines.append(f"{split} {key}: model {ours:.4f} vs baseline {theirs:.4f} ({ours - theirs:+.4f})")
     return lines

@@ -404,6 +404,10 @@ def _validate_sizes(config: Config, source: str) -> None:
             raise ConfigError(source, f"data.{name}", f"must be at least 10 (or null), got {size}")
     if config.model.max_length < 8:
         raise ConfigError(source, "model.max_length", "must be at least 8")
+    _validate_train(train, source)
+
+
+def _validate_train(train: TrainConfig, source: str) -> None:
     for name in ("epochs", "batch_size", "eval_batch_size", "log_every_steps"):
         if getattr(train, name) < 1:
             raise ConfigError(source, f"train.{name}", "must be at least 1")

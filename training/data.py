@@ -28,13 +28,13 @@ import tarfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Required, TypedDict
 
 import msgspec
 
 from core.bundle import sha256_file
 from core.run_dir import write_jsonl
-from training.config import BUILTIN_DATASET, SPLITS, Config, ConfigError, load_config
+from training.config import BUILTIN_DATASET, SPLITS, Config, ConfigError, DataConfig, load_config
 
 log = logging.getLogger("training.data")
 
@@ -48,6 +48,16 @@ CSV_SHA256 = "ac6016d6134131e029b1caece632f1e12a66c7f503534d645971cfd2baa2079e"
 # positive.
 BUILTIN_FIRST_CATEGORY_AFTER = "related"
 PREPARED_FORMAT_VERSION = 2  # bump when preparation changes, so stale caches are rebuilt
+
+
+class ExampleRow(TypedDict, total=False):
+    """A prepared example (a line of the split files): the text and its label or labels."""
+
+    text: Required[str]
+    label: str
+    """Single-label tasks."""
+    labels: list[str]
+    """Multi-label tasks: the positive labels."""
 
 
 class DataError(ValueError):
@@ -78,7 +88,7 @@ class Prepared:
     task: str
     problem_type: str
     labels: list[str]
-    splits: dict[str, list[dict[str, Any]]]
+    splits: dict[str, list[ExampleRow]]
     dropped: dict[str, int] = field(default_factory=dict)
     split_generated: bool = False
     unused_label_columns: list[str] = field(default_factory=list)
@@ -98,7 +108,7 @@ class Prepared:
         return meta
 
 
-def label_counts(rows: list[dict[str, Any]], labels: list[str]) -> dict[str, int]:
+def label_counts(rows: list[ExampleRow], labels: list[str]) -> dict[str, int]:
     """How many rows carry each label (multi-label rows count once per label)."""
     counts: Counter[str] = Counter()
     for row in rows:
@@ -250,6 +260,10 @@ def _row_name(index: int, row: dict[str, str]) -> str:
     return f"{index + 1}" + (f" (id {row['id']})" if row.get("id") else "")  # data rows count from 1
 
 
+class _Dropped(Exception):  # noqa: N818 - a signal, not an error
+    """A row left out on purpose; the message is the reason it is counted under."""
+
+
 def prepare(config: Config) -> Prepared:
     """Read the configured source and build the train/validation/test examples.
 
@@ -257,134 +271,42 @@ def prepare(config: Config) -> Prepared:
         DataError: naming the file, row and column of the first bad value.
     """
     data, task = config.data, config.task
-    cache_dir = Path(data.cache_dir)
-    path = ensure_disaster_response(cache_dir) if data.source == BUILTIN_DATASET else Path(data.path or "")
+    path = (
+        ensure_disaster_response(Path(data.cache_dir))
+        if data.source == BUILTIN_DATASET
+        else Path(data.path or "")
+    )
     columns, rows = read_table(path, data.encoding)
     if not rows:
         raise DataError(path, "the file has no data rows")
-
     multi = task.problem_type == "multi_label"
-    label_columns = list(data.label_columns)
-    unused_label_columns: list[str] = []
-    if multi and data.source == BUILTIN_DATASET and not label_columns:
-        start = (
-            columns.index(BUILTIN_FIRST_CATEGORY_AFTER) + 1 if BUILTIN_FIRST_CATEGORY_AFTER in columns else 0
-        )
-        label_columns = columns[start:]
-    needed = [data.text_column, *data.extra_text_columns]
-    needed += label_columns if multi else [data.label_column or ""]
+    label_columns = _label_columns(data, multi, columns)
+    needed = [
+        data.text_column,
+        *data.extra_text_columns,
+        *(label_columns if multi else [data.label_column or ""]),
+    ]
     for column in needed:
         if column not in columns:
             raise DataError(path, f"missing column; the file has: {', '.join(columns)}", column=column)
-    use_split_column = bool(data.split_column) and data.split_column in columns
-    if data.split_column and not use_split_column:
+    split_column = data.split_column if data.split_column in columns else None
+    if data.split_column and not split_column:
         log.info("%s has no '%s' column: making a seeded stratified split", path, data.split_column)
 
-    dropped: Counter[str] = Counter()
-    examples: list[dict[str, Any]] = []
-    split_of: list[str] = []
-    declared = list(data.labels)
-    label_map = dict(data.label_map)
-    drop_values = set(data.drop_label_values)
-    for index, row in enumerate(rows):
-        if multi:
-            positives: list[str] = []
-            for column in label_columns:
-                value = row[column].strip()
-                if value not in ("0", "1"):
-                    raise DataError(
-                        path,
-                        f"a multi-label column must hold 0 or 1, got {value!r}",
-                        _row_name(index, row),
-                        column,
-                    )
-                if value == "1":
-                    positives.append(label_map.get(column, column))
-            example: dict[str, Any] = {"labels": positives}
-        else:
-            column = data.label_column or ""
-            raw = row[column].strip()
-            if raw in drop_values:
-                dropped[f"{column}={raw}"] += 1
-                continue
-            if not raw:
-                raise DataError(path, "empty label", row=_row_name(index, row), column=column)
-            if label_map and raw not in label_map:
-                allowed = ", ".join(repr(k) for k in label_map)
-                raise DataError(
-                    path,
-                    f"label {raw!r} is outside the declared set ({allowed})",
-                    _row_name(index, row),
-                    column,
-                )
-            name = label_map.get(raw, raw)
-            if declared and name not in declared:
-                raise DataError(
-                    path,
-                    f"label {name!r} is outside the declared set ({', '.join(declared)})",
-                    _row_name(index, row),
-                    column,
-                )
-            example = {"label": name}
-        # Label drops are checked first so each dropped row is counted once, under its label (related=2).
-        text = row[data.text_column].strip()
-        if not text:
-            if data.empty_text == "drop":
-                dropped["empty text"] += 1
-                continue
-            raise DataError(path, "empty text", row=_row_name(index, row), column=data.text_column)
-        extras = {column: row[column].strip() for column in data.extra_text_columns}
-        example = {"text": build_text(data.text_template, text, extras), **example}
-        if use_split_column:
-            split = row[data.split_column or ""].strip()
-            if split not in SPLITS:
-                raise DataError(
-                    path,
-                    f"split must be one of {', '.join(SPLITS)}, got {split!r}",
-                    _row_name(index, row),
-                    data.split_column,
-                )
-            split_of.append(split)
-        examples.append(example)
-
-    for reason, count in dropped.items():
-        log.info("dropped %d rows: %s", count, reason)
-    if not examples:
-        raise DataError(path, "no rows left after dropping")
-
-    if use_split_column:
-        splits: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
+    examples, split_of, dropped = _read_examples(
+        path, rows, data, label_columns if multi else None, split_column
+    )
+    if split_column:
+        splits: dict[str, list[ExampleRow]] = {name: [] for name in SPLITS}
         for example, split in zip(examples, split_of, strict=True):
             splits[split].append(example)
     else:
         splits = generated_split(examples, data.validation_size, data.test_size, config.train.seed)
-
-    if multi:
-        if data.source == BUILTIN_DATASET and not data.label_columns:
-            names = [label_map.get(c, c) for c in label_columns]
-            train_counts = label_counts(splits["train"], names)
-            keep = [name for name in names if train_counts[name] > 0]
-            unused_label_columns = [name for name in names if train_counts[name] == 0]
-            if unused_label_columns:
-                log.info("label columns without a positive in train (not used): %s", unused_label_columns)
-                for rows_of_split in splits.values():
-                    for example in rows_of_split:
-                        example["labels"] = [label for label in example["labels"] if label in keep]
-            labels = declared or keep
-        else:
-            labels = declared or [label_map.get(c, c) for c in label_columns]
-    else:
-        labels = (
-            declared
-            or list(dict.fromkeys(label_map.values()))
-            or sorted({example["label"] for example in examples})
-        )
+    labels, unused_label_columns = _label_set(data, label_columns if multi else None, examples, splits)
 
     for name, rows_of_split in splits.items():
         if not rows_of_split:
-            raise DataError(
-                path, f"the '{name}' split is empty", column=data.split_column if use_split_column else None
-            )
+            raise DataError(path, f"the '{name}' split is empty", column=split_column)
     if not multi and len(labels) < 2:
         raise DataError(
             path, f"a classifier needs at least two labels, found {labels}", column=data.label_column
@@ -398,19 +320,141 @@ def prepare(config: Config) -> Prepared:
         labels=labels,
         splits=splits,
         dropped=dict(dropped),
-        split_generated=not use_split_column,
+        split_generated=not split_column,
         unused_label_columns=unused_label_columns,
     )
 
 
-def _strata(rows: list[dict[str, Any]]) -> list[str]:
+def _label_columns(data: DataConfig, multi: bool, columns: list[str]) -> list[str]:
+    """Multi-label columns: the configured ones, or on the built-in dataset every column after ``related``."""
+    if multi and data.source == BUILTIN_DATASET and not data.label_columns:
+        after = BUILTIN_FIRST_CATEGORY_AFTER
+        return columns[columns.index(after) + 1 if after in columns else 0 :]
+    return list(data.label_columns)
+
+
+def _read_examples(
+    path: Path,
+    rows: list[dict[str, str]],
+    data: DataConfig,
+    label_columns: list[str] | None,
+    split_column: str | None,
+) -> tuple[list[ExampleRow], list[str], Counter[str]]:
+    """Every row as an example (``label_columns`` set: multi-label), with its split and the dropped counts."""
+    dropped: Counter[str] = Counter()
+    examples: list[ExampleRow] = []
+    split_of: list[str] = []
+    for index, row in enumerate(rows):
+        try:
+            # Label drops are checked first so each dropped row is counted once, under its label (related=2).
+            if label_columns is None:
+                labelled: ExampleRow = {"text": "", "label": _single_label(path, index, row, data)}
+            else:
+                labelled = {"text": "", "labels": _positive_labels(path, index, row, label_columns, data)}
+            labelled["text"] = _text(path, index, row, data)
+        except _Dropped as drop:
+            dropped[str(drop)] += 1
+            continue
+        if split_column:
+            split = row[split_column].strip()
+            if split not in SPLITS:
+                raise DataError(
+                    path,
+                    f"split must be one of {', '.join(SPLITS)}, got {split!r}",
+                    _row_name(index, row),
+                    split_column,
+                )
+            split_of.append(split)
+        examples.append(labelled)
+    for reason, count in dropped.items():
+        log.info("dropped %d rows: %s", count, reason)
+    if not examples:
+        raise DataError(path, "no rows left after dropping")
+    return examples, split_of, dropped
+
+
+def _positive_labels(
+    path: Path, index: int, row: dict[str, str], label_columns: list[str], data: DataConfig
+) -> list[str]:
+    positives: list[str] = []
+    for column in label_columns:
+        value = row[column].strip()
+        if value not in ("0", "1"):
+            raise DataError(
+                path, f"a multi-label column must hold 0 or 1, got {value!r}", _row_name(index, row), column
+            )
+        if value == "1":
+            positives.append(data.label_map.get(column, column))
+    return positives
+
+
+def _single_label(path: Path, index: int, row: dict[str, str], data: DataConfig) -> str:
+    column = data.label_column or ""
+    raw = row[column].strip()
+    if raw in data.drop_label_values:
+        raise _Dropped(f"{column}={raw}")
+    if not raw:
+        raise DataError(path, "empty label", row=_row_name(index, row), column=column)
+    label_map = data.label_map
+    if label_map and raw not in label_map:
+        allowed = ", ".join(repr(k) for k in label_map)
+        raise DataError(
+            path, f"label {raw!r} is outside the declared set ({allowed})", _row_name(index, row), column
+        )
+    name = label_map.get(raw, raw)
+    if data.labels and name not in data.labels:
+        raise DataError(
+            path,
+            f"label {name!r} is outside the declared set ({', '.join(data.labels)})",
+            _row_name(index, row),
+            column,
+        )
+    return name
+
+
+def _text(path: Path, index: int, row: dict[str, str], data: DataConfig) -> str:
+    text = row[data.text_column].strip()
+    if not text:
+        if data.empty_text == "drop":
+            raise _Dropped("empty text")
+        raise DataError(path, "empty text", row=_row_name(index, row), column=data.text_column)
+    extras = {column: row[column].strip() for column in data.extra_text_columns}
+    return build_text(data.text_template, text, extras)
+
+
+def _label_set(
+    data: DataConfig,
+    label_columns: list[str] | None,
+    examples: list[ExampleRow],
+    splits: dict[str, list[ExampleRow]],
+) -> tuple[list[str], list[str]]:
+    """The labels in output order, and the built-in category columns left out for lack of a train positive."""
+    label_map = data.label_map
+    if label_columns is None:
+        labels = list(data.labels) or list(dict.fromkeys(label_map.values()))
+        return labels or sorted({example["label"] for example in examples}), []
+    names = [label_map.get(c, c) for c in label_columns]
+    if data.source != BUILTIN_DATASET or data.label_columns:
+        return list(data.labels) or names, []
+    train_counts = label_counts(splits["train"], names)
+    keep = [name for name in names if train_counts[name] > 0]
+    unused = [name for name in names if train_counts[name] == 0]
+    if unused:
+        log.info("label columns without a positive in train (not used): %s", unused)
+        for rows_of_split in splits.values():
+            for example in rows_of_split:
+                example["labels"] = [label for label in example["labels"] if label in keep]
+    return list(data.labels) or keep, unused
+
+
+def _strata(rows: list[ExampleRow]) -> list[str]:
     """Stratum per row: its label, or for multi-label rows its first positive label (``-`` for none)."""
     if rows and "labels" in rows[0]:
         return [row["labels"][0] if row["labels"] else "-" for row in rows]
     return [row["label"] for row in rows]
 
 
-def _sample(rows: list[dict[str, Any]], size: int, seed: int) -> tuple[list[int], list[int]]:
+def _sample(rows: list[ExampleRow], size: int, seed: int) -> tuple[list[int], list[int]]:
     """Indices of a seeded sample of ``size`` rows, stratified when every stratum has two members."""
     from sklearn.model_selection import train_test_split
 
@@ -425,8 +469,8 @@ def _sample(rows: list[dict[str, Any]], size: int, seed: int) -> tuple[list[int]
 
 
 def generated_split(
-    examples: list[dict[str, Any]], validation_size: float, test_size: float, seed: int
-) -> dict[str, list[dict[str, Any]]]:
+    examples: list[ExampleRow], validation_size: float, test_size: float, seed: int
+) -> dict[str, list[ExampleRow]]:
     """A seeded, stratified train/validation/test split for files without a split column."""
     total = len(examples)
     n_test = max(1, round(total * test_size))
@@ -443,7 +487,7 @@ def generated_split(
     }
 
 
-def subset(rows: list[dict[str, Any]], size: int | None, seed: int) -> list[dict[str, Any]]:
+def subset(rows: list[ExampleRow], size: int | None, seed: int) -> list[ExampleRow]:
     """A seeded, stratified sample of ``size`` rows (all rows when ``size`` is None or not smaller)."""
     if size is None or size >= len(rows):
         return rows
@@ -475,7 +519,7 @@ def _fingerprint(config: Config, source_sha256: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[ExampleRow]:
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 

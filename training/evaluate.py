@@ -11,19 +11,61 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
+Features = dict[str, list[int]]
+"""One tokenized text: ``input_ids``, ``attention_mask`` (and ``token_type_ids``), not padded."""
+Scores = NDArray[np.float32]
+"""Probabilities ``[n, labels]``."""
+Targets = NDArray[np.int64] | NDArray[np.float32]
+"""Encoded labels: class indices ``[n]`` (single-label) or 0/1 indicators ``[n, labels]`` (multi-label)."""
+History = dict[str, list[float]]
+"""``history.json``: ``step``/``loss`` per step, ``eval_step``/``val_f1``/``val_loss`` per evaluation."""
 
-def collate(features: list[dict[str, list[int]]], pad_token_id: int) -> dict[str, Any]:
+
+class LabelMetrics(TypedDict):
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class SplitMetrics(TypedDict, total=False):
+    """One split's figures in ``metrics.json``; which keys appear depends on the problem type."""
+
+    n: int
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    micro_f1: float
+    macro_f1: float
+    roc_auc: float | None
+    loss: float
+    average: str
+    positive_label: str | None
+    labels: list[str]
+    thresholds: list[float]
+    per_label: dict[str, LabelMetrics]
+    confusion_matrix: list[list[int]] | dict[str, list[list[int]]]
+    """Single-label: ``[true][predicted]`` counts; multi-label: ``[[TN, FP], [FN, TP]]`` per label."""
+
+
+def collate(features: list[Features], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Pad a batch to its longest sequence (dynamic padding) and return int64 tensors."""
     import torch
 
     longest = max(len(f["input_ids"]) for f in features)
-    batch: dict[str, Any] = {}
+    batch: dict[str, torch.Tensor] = {}
     for key in features[0]:
         pad = pad_token_id if key == "input_ids" else 0
         rows = [f[key] + [pad] * (longest - len(f[key])) for f in features]
@@ -32,14 +74,14 @@ def collate(features: list[dict[str, list[int]]], pad_token_id: int) -> dict[str
 
 
 def predict_scores(
-    model: Any,
+    model: PreTrainedModel,
     *,
-    features: list[dict[str, list[int]]],
+    features: list[Features],
     problem_type: str,
     batch_size: int,
-    device: Any,
+    device: torch.device,
     pad_token_id: int,
-) -> np.ndarray:
+) -> Scores:
     """Probabilities ``[n, labels]``: softmax (single-label) or sigmoid (multi-label).
 
     Texts are batched in length order so each batch pads little, then put back in input order.
@@ -49,7 +91,7 @@ def predict_scores(
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
     scores = np.zeros((len(features), model.config.num_labels), dtype=np.float32)
     was_training = model.training
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
@@ -62,10 +104,10 @@ def predict_scores(
 
 
 def _none_if_nan(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else float(value)
+    return None if math.isnan(value) else float(value)
 
 
-def single_label_metrics(y_true: np.ndarray, scores: np.ndarray, labels: list[str]) -> dict[str, Any]:
+def single_label_metrics(y_true: Targets, scores: Scores, labels: list[str]) -> SplitMetrics:
     """Accuracy, precision/recall/F1 (positive class when binary, else macro), ROC-AUC, confusion matrix."""
     from sklearn.metrics import (
         accuracy_score,
@@ -109,8 +151,8 @@ def single_label_metrics(y_true: np.ndarray, scores: np.ndarray, labels: list[st
 
 
 def multi_label_metrics(
-    y_true: np.ndarray, scores: np.ndarray, labels: list[str], thresholds: list[float]
-) -> dict[str, Any]:
+    y_true: Targets, scores: Scores, labels: list[str], thresholds: list[float]
+) -> SplitMetrics:
     """Subset accuracy, micro precision/recall/F1 (``f1``), macro F1, per-label figures, ROC-AUC, matrices."""
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
 
@@ -159,7 +201,7 @@ def multi_label_metrics(
     }
 
 
-def tune_thresholds(y_true: np.ndarray, scores: np.ndarray) -> list[float]:
+def tune_thresholds(y_true: Targets, scores: Scores) -> list[float]:
     """Per-label threshold maximising that label's F1 on validation (0.5 for a label without positives)."""
     thresholds = []
     for j in range(y_true.shape[1]):
@@ -181,17 +223,17 @@ def tune_thresholds(y_true: np.ndarray, scores: np.ndarray) -> list[float]:
     return thresholds
 
 
-def _binary_macro_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
+def _binary_macro_f1(truth: NDArray[np.bool_], predicted: NDArray[np.bool_]) -> float:
     """Mean of the positive and the negative class's F1 (boolean arrays)."""
 
-    def f1(actual: np.ndarray, chosen: np.ndarray) -> float:
+    def f1(actual: NDArray[np.bool_], chosen: NDArray[np.bool_]) -> float:
         denominator = float(actual.sum() + chosen.sum())
         return 2 * float((actual & chosen).sum()) / denominator if denominator else 0.0
 
     return (f1(truth, predicted) + f1(~truth, ~predicted)) / 2
 
 
-def tune_decision_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
+def tune_decision_threshold(y_true: Targets, scores: Scores) -> float:
     """Binary tasks: the threshold on P(second label) maximising validation macro-F1.
 
     Macro-F1 weighs the minority class (``not_related``: about a quarter of the messages) as much as the
@@ -208,7 +250,7 @@ def tune_decision_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
     return best
 
 
-def shift_binary_scores(scores: np.ndarray, threshold: float) -> np.ndarray:
+def shift_binary_scores(scores: Scores, threshold: float) -> Scores:
     """Binary probabilities re-centred so that argmax decides ``P(second label) >= threshold``.
 
     The same shift the model gets in its classifier bias (``training.model.fold_decision_threshold``):
@@ -225,10 +267,10 @@ def shift_binary_scores(scores: np.ndarray, threshold: float) -> np.ndarray:
 def compute_metrics(
     problem_type: str,
     labels: list[str],
-    y_true: np.ndarray,
-    scores: np.ndarray,
+    y_true: Targets,
+    scores: Scores,
     thresholds: list[float] | None = None,
-) -> dict[str, Any]:
+) -> SplitMetrics:
     if problem_type == "multi_label":
         return multi_label_metrics(y_true, scores, labels, thresholds or [0.5] * len(labels))
     return single_label_metrics(y_true, scores, labels)
@@ -238,7 +280,7 @@ def compute_metrics(
 # Plots
 
 
-def plot_training_curves(history: dict[str, list[Any]], path: Path) -> None:
+def plot_training_curves(history: History, path: Path) -> None:
     """Training loss per step (raw and smoothed) and validation loss/F1 at each evaluation."""
     import matplotlib
 
@@ -269,7 +311,7 @@ def plot_training_curves(history: dict[str, list[Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_confusion_matrix(metrics: dict[str, Any], path: Path, title: str = "test") -> None:
+def plot_confusion_matrix(metrics: SplitMetrics, path: Path, title: str = "test") -> None:
     """Single-label: the confusion matrix with counts. Multi-label: per-label TN/FP/FN/TP, row-normalised."""
     import matplotlib
 

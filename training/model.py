@@ -91,7 +91,7 @@ def load_tokenizer(base: str) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_base(base), use_fast=True)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_base(base), use_fast=True)  # type: ignore[no-untyped-call]
     except (OSError, ValueError) as error:  # HFValidationError is a ValueError
         raise ModelError(f"model.base {base!r}: cannot load the tokenizer ({error})") from error
     if not tokenizer.is_fast:
@@ -110,7 +110,8 @@ def load_model(base: str, labels: list[str], problem_type: str) -> Any:
 
     path = resolve_base(base)
     previous = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "newly initialized" warning is expected here; we log it ourselves
+    # The "newly initialized" warning is expected here; we log it ourselves.
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             path,
