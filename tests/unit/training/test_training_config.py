@@ -172,6 +172,6 @@ def test_every_option_has_help_text_and_appears_in_the_markdown_table() -> None:
 
 
 def test_training_doc_lists_the_current_options() -> None:
-    """docs/training.md's option table is generated from the help texts; regenerate it when a field changes."""
+    """docs/training.md's option table is generated from the field docstrings: regenerate it on a change."""
     doc = (CONFIGS.parents[1] / "docs" / "training.md").read_text(encoding="utf-8")
     assert options_markdown() in doc, "regenerate the table: make docs"
