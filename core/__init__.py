@@ -6,6 +6,8 @@
 - ``core.batching``: ``plan_batches`` and the default batch caps the service, the engine and the export's
   measurements share.
 - ``core.host``: the machine: usable cores, CPU name and instruction set, a free TCP port.
+- ``core.process``: start a server as a child process, wait until it is ready, stop it (``loadtest``,
+  ``deploy`` and the tests share it); ``core.service_command``: the command line of ``python -m service``.
 
 The stages import ``core`` and never each other (``tests/unit/test_import_rules.py`` checks it). Nothing here
 imports torch or transformers: the serving image copies ``core/``.

@@ -21,9 +21,6 @@ import contextlib
 import shutil
 import subprocess
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +29,7 @@ from typing import Any
 import yaml
 
 from core.host import free_port
+from core.process import NotReadyError, http_ok, spawn, stop_group, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_FILE = REPO_ROOT / "monitoring" / "prometheus" / "prometheus.yml"
@@ -105,16 +103,6 @@ class RunningPrometheus:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
 
-def _status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return None
-
-
 @contextlib.contextmanager
 def run_prometheus(
     target: str,
@@ -166,28 +154,16 @@ def run_prometheus(
         f"--web.listen-address=127.0.0.1:{port}",
     ]
     url = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, cwd=folder)
+    process = spawn(command, log_path=log_path, cwd=folder)
     running = RunningPrometheus(url, port, config_path, storage_dir, log_path, process)
     try:
-        deadline = time.monotonic() + ready_timeout
-        while _status(f"{url}/-/ready") != 200:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"prometheus exited with code {process.returncode}:\n{running.logs()[-4000:]}"
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prometheus not ready after {ready_timeout} s:\n{running.logs()[-4000:]}")
-            time.sleep(0.1)
+        try:
+            wait_until(http_ok(f"{url}/-/ready"), timeout_s=ready_timeout, process=process, interval_s=0.1)
+        except NotReadyError as exc:
+            raise RuntimeError(f"prometheus {exc}:\n{running.logs()[-4000:]}") from None
         yield running
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop_group(process, 10.0)
         if own_dir:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -28,28 +28,23 @@ reaches only this supervisor and the order holds.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 from core.host import free_port
+from core.process import HOST, NotReadyError, http_ok, probe, service_ready, spawn, stop_group, wait_until
+from core.service_command import service_command
 from deploy import trainer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
 
 
 class StackError(RuntimeError):
@@ -60,49 +55,12 @@ def log(message: str) -> None:
     print(f"[stack] {message}", flush=True)
 
 
-def probe(url: str, timeout: float = 2.0) -> tuple[int | None, str]:
-    """GET ``url``: the status (None when nothing answers) and the start of the body or the error."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status), response.read(500).decode("utf-8", "replace")
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read(500).decode("utf-8", "replace")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        return None, str(getattr(exc, "reason", exc))
-
-
-def http_ok(url: str) -> Callable[[], str | None]:
-    """A health check: None when ``url`` answers 2xx, else what it answered."""
-
-    def check() -> str | None:
-        status, body = probe(url)
-        return None if status is not None and 200 <= status < 300 else f"{status or 'no answer'}: {body}"
-
-    return check
-
-
 def prometheus_targets_page(base_url: str) -> str:
     """The targets page this Prometheus serves: ``/targets`` on the React UI, ``/classic/targets`` on builds
     without it (Debian's 2.42 package answers 404 to ``/targets``)."""
     status, _ = probe(f"{base_url}/targets")
     react_ui = status is not None and 200 <= status < 300
     return f"{base_url}/targets" if react_ui else f"{base_url}/classic/targets"
-
-
-def service_ready(url: str) -> Callable[[], str | None]:
-    """``/health/ready`` as a check. ``not_ready`` (bundle rejected) never changes, so it fails at once."""
-
-    def check() -> str | None:
-        status, body = probe(url)
-        if status == 200:
-            return None
-        with contextlib.suppress(ValueError, AttributeError):
-            health = json.loads(body)
-            if health.get("status") == "not_ready":
-                raise StackError(f"the service rejected the model bundle: {health.get('reason')}")
-        return f"{status or 'no answer'}: {body}"
-
-    return check
 
 
 @dataclass
@@ -122,22 +80,10 @@ class Child:
         """SIGTERM to the child's process group, ``stop_timeout`` to exit, then SIGKILL. Returns the code."""
         if self.alive():
             log(f"stopping {self.name} (pid {self.process.pid})")
-            self._signal_group(signal.SIGTERM)
-            try:
-                self.process.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                log(f"{self.name} did not stop within {self.stop_timeout:.0f} s: killing it")
-                self._signal_group(signal.SIGKILL)
-                self.process.wait()
-        else:
-            # A one-shot child that already exited may have left grandchildren (loadtest.run -> locust).
-            self._signal_group(signal.SIGKILL)
-        self.exit_code = self.process.returncode
+        self.exit_code, killed = stop_group(self.process, self.stop_timeout)
+        if killed:
+            log(f"{self.name} did not stop within {self.stop_timeout:.0f} s: killed it")
         return self.exit_code
-
-    def _signal_group(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signum)
 
 
 @dataclass
@@ -158,9 +104,7 @@ class Supervisor:
         one_shot: bool = False,
         env: dict[str, str] | None = None,
     ) -> Child:
-        process = subprocess.Popen(  # own process group: the terminal's Ctrl-C reaches only the supervisor
-            list(argv), cwd=REPO_ROOT, env=env, start_new_session=True
-        )
+        process = spawn(list(argv), cwd=REPO_ROOT, env=env)
         log(f"started {name} (pid {process.pid}): {' '.join(argv)}")
         child = Child(name, process, stop_timeout=stop_timeout, one_shot=one_shot)
         self.children.append(child)
@@ -183,15 +127,21 @@ class Supervisor:
     ) -> None:
         """Poll ``check`` (None = healthy, else the problem) until healthy; fail if ``watch`` exits, time runs
         out, or a stop is requested."""
-        deadline = time.monotonic() + timeout
-        while (problem := check()) is not None:
-            if self.stopping.is_set():
-                raise StackError(f"stopped ({self.reason}) while waiting for {what}")
-            if not watch.alive():
-                raise StackError(f"{watch.name} exited with code {watch.process.returncode} before {what}")
-            if time.monotonic() > deadline:
-                raise StackError(f"{what}: not within {timeout:.0f} s (last answer {problem})")
-            self.stopping.wait(interval)
+        try:
+            wait_until(
+                check, timeout_s=timeout, process=watch.process, stop=self.stopping, interval_s=interval
+            )
+        except NotReadyError as exc:
+            if exc.cause == "stopped":
+                raise StackError(f"stopped ({self.reason}) while waiting for {what}") from None
+            if exc.cause == "exited":
+                code = watch.process.returncode
+                raise StackError(f"{watch.name} exited with code {code} before {what}") from None
+            if exc.cause == "timeout":
+                raise StackError(
+                    f"{what}: not within {timeout:.0f} s (last answer {exc.last_answer})"
+                ) from None
+            raise StackError(str(exc)) from None
         log(f"{what}: ok")
 
     def watch(self) -> None:
@@ -229,20 +179,6 @@ def interruptible_runner(supervisor: Supervisor) -> Callable[[list[str]], int]:
             supervisor.children.remove(child)
 
     return run
-
-
-def service_command(args: argparse.Namespace, port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "service",
-        "--model-dir",
-        str(args.model_dir),
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-    ]
 
 
 def locust_command(args: argparse.Namespace, api_url: str) -> list[str]:
@@ -300,7 +236,7 @@ def run(args: argparse.Namespace, supervisor: Supervisor, workdir: Path) -> int:
     port = args.port or free_port()
     api_url = f"http://{HOST}:{port}"
     # The api's drain (TEXTCLF_SHUTDOWN_TIMEOUT_SECONDS, 30 s by default) plus a margin, like compose's 35 s.
-    api = supervisor.start("api", service_command(args, port), stop_timeout=35.0)
+    api = supervisor.start("api", service_command(args.model_dir, port), stop_timeout=35.0)
     supervisor.wait_until(
         "api healthy (/health/ready)", service_ready(f"{api_url}/health/ready"), args.ready_timeout, api
     )

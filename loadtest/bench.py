@@ -46,12 +46,14 @@ import msgspec
 
 from core.bundle import BENCH_FILE, load_bundle
 from core.host import cpu_name, detect_isa, free_port, isa_flags, usable_cores
+from core.process import NotReadyError, ServerProcess
 from core.run_dir import MODEL_DIR
+from core.service_command import service_command
 from loadtest import infinity
 from loadtest.auth import ApiKey, ApiKeyError, api_key_from_env
 from loadtest.checks import check_classify, labels_from_info
-from loadtest.messages import load_messages
-from loadtest.servers import ServerError, ServerProcess, baseline_command, service_command
+from loadtest.messages import Messages, load_messages
+from loadtest.servers import baseline_command, cpu_seconds
 from loadtest.wrk import WrkError, run_wrk, write_bodies
 
 OURS = "ours"
@@ -201,9 +203,9 @@ def measure(
     authorization = api_key.headers()["Authorization"] if api_key else None
     if warmup_s > 0:
         run_wrk(url, concurrency, warmup_s, bodies, authorization=authorization)
-    cpu_before = server.cpu_seconds()
+    cpu_before = cpu_seconds(server)
     result = run_wrk(url, concurrency, duration_s, bodies, authorization=authorization)
-    server_cpu = server.cpu_seconds() - cpu_before
+    server_cpu = cpu_seconds(server) - cpu_before
     figures = result.to_dict()
     figures["server_cpu_cores"] = server_cpu / result.duration_s
     figures["loadgen_cpu_cores"] = result.cpu_seconds / result.duration_s
@@ -374,92 +376,104 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = results["comparison"]
-    levels = [row["concurrency"] for row in rows]
-    x = range(len(levels))
+    servers = [name for name in (OURS, BASELINE, INFINITY) if any(name in row for row in rows)]
     figure, axes = plt.subplots(2, 2, figsize=(13, 9))
     throughput, latency, ratios, sweep = axes.flat
-    servers = [name for name in (OURS, BASELINE, INFINITY) if any(name in row for row in rows)]
+    _plot_throughput(throughput, results, servers)
+    _plot_latency(latency, rows, servers)
+    _plot_ratios(ratios, rows)
+    _plot_sweep(sweep, results)
+    figure.suptitle(f"make bench: {machine_line(results)}", fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _plot_throughput(ax: Any, results: dict[str, Any], servers: list[str]) -> None:
+    rows = results["comparison"]
+    levels = [row["concurrency"] for row in rows]
+    x = range(len(levels))
     width = 0.8 / len(servers)
     for offset, name in enumerate(servers):
         positions = [i + (offset - (len(servers) - 1) / 2) * width for i, row in zip(x, rows, strict=True)
                      if name in row]  # fmt: skip
         values = [row[name]["throughput_rps"] for row in rows if name in row]
-        bars = throughput.bar(positions, values, width, label=SERVER_LABELS[name], color=f"C{offset}")
-        throughput.bar_label(bars, fmt="%.0f", fontsize=8)
+        bars = ax.bar(positions, values, width, label=SERVER_LABELS[name], color=f"C{offset}")
+        ax.bar_label(bars, fmt="%.0f", fontsize=8)
     if results.get("engine_same_run"):
         engine_rate = results["engine_same_run"]["texts_per_second"]
-        throughput.axhline(
-            engine_rate, color="gray", ls="--", label="in-process int8 engine, batch 32 (same run)"
-        )
+        ax.axhline(engine_rate, color="gray", ls="--", label="in-process int8 engine, batch 32 (same run)")
     if results.get("engine_export_report"):
         report_rate = results["engine_export_report"]["best"]
-        throughput.axhline(
-            report_rate, color="gray", ls=":", label="in-process int8 engine (bench.json, export)"
-        )
-    throughput.set_xticks(list(x), [str(c) for c in levels])
-    throughput.set_xlabel("concurrent connections (closed loop)")
-    throughput.set_ylabel("requests/s (one message each)")
-    throughput.set_title("Throughput")
-    throughput.legend(fontsize=8)
+        ax.axhline(report_rate, color="gray", ls=":", label="in-process int8 engine (bench.json, export)")
+    ax.set_xticks(list(x), [str(c) for c in levels])
+    ax.set_xlabel("concurrent connections (closed loop)")
+    ax.set_ylabel("requests/s (one message each)")
+    ax.set_title("Throughput")
+    ax.legend(fontsize=8)
 
+
+def _plot_latency(ax: Any, rows: list[dict[str, Any]], servers: list[str]) -> None:
+    levels = [row["concurrency"] for row in rows]
     styles = {"p50": "-", "p95": "--", "p99": ":"}
     for number, name in enumerate(servers):
         measured = [row for row in rows if name in row]
         for key, style in styles.items():
             values = [row[name]["latency_ms"][key] for row in measured]
-            latency.plot([row["concurrency"] for row in measured], values, style, color=f"C{number}",
-                         marker="o", label=f"{name} {key}")  # fmt: skip
-    latency.set_xscale("log", base=2)
-    latency.set_yscale("log")
-    latency.set_xticks(levels, [str(c) for c in levels])
-    latency.set_xlabel("concurrent connections")
-    latency.set_ylabel("latency (ms)")
-    latency.set_title("Latency percentiles")
-    latency.grid(True, which="both", alpha=0.3)
-    latency.legend(fontsize=7, ncol=len(servers))
+            ax.plot([row["concurrency"] for row in measured], values, style, color=f"C{number}",
+                    marker="o", label=f"{name} {key}")  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(levels, [str(c) for c in levels])
+    ax.set_xlabel("concurrent connections")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("Latency percentiles")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=len(servers))
 
+
+def _plot_ratios(ax: Any, rows: list[dict[str, Any]]) -> None:
+    levels = [row["concurrency"] for row in rows]
     for key, color in (("throughput", "C2"), ("p50", "C0"), ("p99", "C3"), ("cpu_ms_per_request", "C4")):
-        ratios.plot(
+        ax.plot(
             levels, [row["ratio"][key] for row in rows], marker="o", color=color, label=f"{key} ours/baseline"
         )
     with_peer = [row for row in rows if "ratio_infinity" in row]
     peer_levels = [row["concurrency"] for row in with_peer]
     for key, color in (("throughput", "C2"), ("p50", "C0")):
         if with_peer:
-            ratios.plot(peer_levels, [row["ratio_infinity"][key] for row in with_peer], marker="s", ls="--",
-                        color=color, label=f"{key} ours/Infinity")  # fmt: skip
-    ratios.axhline(4.0, color="C2", ls=":", lw=1, label="throughput target vs baseline (4x)")
-    ratios.axhline(1 / 3, color="C3", ls=":", lw=1, label="p99 target vs baseline (1/3)")
+            ax.plot(peer_levels, [row["ratio_infinity"][key] for row in with_peer], marker="s", ls="--",
+                    color=color, label=f"{key} ours/Infinity")  # fmt: skip
+    ax.axhline(4.0, color="C2", ls=":", lw=1, label="throughput target vs baseline (4x)")
+    ax.axhline(1 / 3, color="C3", ls=":", lw=1, label="p99 target vs baseline (1/3)")
     if with_peer:
-        ratios.axhline(1.5, color="C2", ls="-.", lw=1, label="throughput target vs Infinity (1.5x)")
-        ratios.axhline(0.6, color="C0", ls="-.", lw=1, label="p50 target vs Infinity at c=1 (0.6)")
-    ratios.set_xscale("log", base=2)
-    ratios.set_yscale("log")
-    ratios.set_xticks(levels, [str(c) for c in levels])
-    ratios.set_xlabel("concurrent connections")
-    ratios.set_title("Ratios (same run)")
-    ratios.grid(True, which="both", alpha=0.3)
-    ratios.legend(fontsize=6, loc="best", framealpha=0.6)
+        ax.axhline(1.5, color="C2", ls="-.", lw=1, label="throughput target vs Infinity (1.5x)")
+        ax.axhline(0.6, color="C0", ls="-.", lw=1, label="p50 target vs Infinity at c=1 (0.6)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(levels, [str(c) for c in levels])
+    ax.set_xlabel("concurrent connections")
+    ax.set_title("Ratios (same run)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, loc="best", framealpha=0.6)
 
+
+def _plot_sweep(ax: Any, results: dict[str, Any]) -> None:
     configs = results.get("batching", []) + results.get("sweep", [])
     if configs:
         labels = [config["label"] for config in configs]
         values = [config["throughput_rps"] for config in configs]
-        bars = sweep.barh(range(len(labels)), values, color="C0")
-        sweep.bar_label(bars, labels=[f"{v:.0f} req/s, p99 {c['latency_ms']['p99']:.0f} ms" for v, c in
-                                      zip(values, configs, strict=True)], fontsize=7)  # fmt: skip
-        sweep.set_xlim(0, max(values) * 1.5)  # room for the labels
-        sweep.set_yticks(range(len(labels)), labels, fontsize=8)
-        sweep.invert_yaxis()
-        sweep.set_xlabel("requests/s")
-        sweep.set_title(f"Our service at concurrency {results['sweep_concurrency']}: settings")
+        bars = ax.barh(range(len(labels)), values, color="C0")
+        ax.bar_label(bars, labels=[f"{v:.0f} req/s, p99 {c['latency_ms']['p99']:.0f} ms" for v, c in
+                                   zip(values, configs, strict=True)], fontsize=7)  # fmt: skip
+        ax.set_xlim(0, max(values) * 1.5)  # room for the labels
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("requests/s")
+        ax.set_title(f"Our service at concurrency {results['sweep_concurrency']}: settings")
     else:
-        sweep.axis("off")
-    figure.suptitle(f"make bench: {machine_line(results)}", fontsize=10)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+        ax.axis("off")
 
 
 def _latencies(figures: dict[str, Any]) -> str:
@@ -623,12 +637,12 @@ def start_infinity(
 def idle_cpu(servers: list[ServerProcess], seconds: float = 3.0) -> dict[str, float]:
     """Each server's CPU use while nobody sends it anything: a server that burns CPU idle slows the others'
     measurements on a 2-core machine, so the figure goes into the results."""
-    before = {server.name: server.cpu_seconds() for server in servers}
+    before = {server.name: cpu_seconds(server) for server in servers}
     time.sleep(seconds)
-    return {server.name: (server.cpu_seconds() - before[server.name]) / seconds for server in servers}
+    return {server.name: (cpu_seconds(server) - before[server.name]) / seconds for server in servers}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=Path("models/disaster-related"), help="int8 bundle")
     parser.add_argument(
@@ -669,8 +683,28 @@ def main(argv: list[str] | None = None) -> int:
         help="CPU wheel index for torch in the Infinity venv, used only if plain pip would pull CUDA "
         f"(default: $TORCH_INDEX_URL or {infinity.DEFAULT_TORCH_INDEX_URL})",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+@dataclass
+class Inputs:
+    """What every step of a benchmark run reads: the options, the bundle, the baseline, the request bodies."""
+
+    args: argparse.Namespace
+    bundle: Any
+    baseline_model: Path
+    messages: Messages
+    bodies: Path
+    peer_bodies: Path
+    api_key: ApiKey | None
+
+    @property
+    def logs(self) -> Path:
+        return Path(self.args.out) / "logs"
+
+
+def prepare(args: argparse.Namespace) -> Inputs:
+    """Check the bundle, the baseline checkpoint and the API key; write the request bodies."""
     try:
         api_key = api_key_from_env()
     except ApiKeyError as exc:
@@ -684,17 +718,23 @@ def main(argv: list[str] | None = None) -> int:
     messages = load_messages(limit=args.messages)
     args.out.mkdir(parents=True, exist_ok=True)
     bodies = write_bodies(({"text": text} for text in messages.texts), args.out / "bodies.jsonl")
-    logs = args.out / "logs"
-    started = time.monotonic()
-    cores = usable_cores()
+    peer_bodies = write_bodies(
+        (infinity.request_body(text) for text in messages.texts), args.out / "bodies-infinity.jsonl"
+    )
+    return Inputs(args, bundle, baseline_model, messages, bodies, peer_bodies, api_key)
+
+
+def describe_run(inputs: Inputs, argv: list[str] | None) -> dict[str, Any]:
+    """The results' header: command, machine, model, baseline and load; the measured sections start empty."""
+    args, manifest, messages, api_key = inputs.args, inputs.bundle.manifest, inputs.messages, inputs.api_key
     isa = detect_isa()
     print(
-        f"bench: {len(messages.texts)} messages from {messages.source}; {cores} cores ({cpu_name()}, {isa})"
+        f"bench: {len(messages.texts)} messages from {messages.source}; {usable_cores()} cores "
+        f"({cpu_name()}, {isa})"
     )
     if api_key is not None:
         print(f"bench: sending the API key from {api_key.source}")
-
-    results: dict[str, Any] = {
+    return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m loadtest.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {
@@ -709,13 +749,13 @@ def main(argv: list[str] | None = None) -> int:
         },
         "model": {
             "bundle": str(args.model_dir),
-            "name": bundle.manifest.name,
-            "version": bundle.manifest.version,
-            "max_length": bundle.manifest.max_length,
-            "quantization": msgspec.to_builtins(bundle.manifest.quantization),
+            "name": manifest.name,
+            "version": manifest.version,
+            "max_length": manifest.max_length,
+            "quantization": msgspec.to_builtins(manifest.quantization),
         },
         "baseline": {
-            "model_dir": str(baseline_model),
+            "model_dir": str(inputs.baseline_model),
             "design": "FastAPI + PyTorch eager fp32, one forward pass per request",
         },
         "load": {
@@ -735,114 +775,162 @@ def main(argv: list[str] | None = None) -> int:
         "sweep_concurrency": args.sweep_concurrency,
     }
 
+
+def compare_servers(inputs: Inputs, results: dict[str, Any]) -> None:
+    """Ours, the PyTorch baseline and (unless skipped) Infinity side by side at each concurrency, with the
+    engine alone measured next to the sweep concurrency; fills ``comparison``, ``engine_same_run``,
+    ``idle_cpu_cores`` and ``infinity``."""
+    args, bundle, api_key = inputs.args, inputs.bundle, inputs.api_key
     port = free_port()
-    ours = ServerProcess("ours (ONNX int8)", service_command(args.model_dir, port), port, logs / "ours.log")
+    ours = ServerProcess(
+        "ours (ONNX int8)", service_command(args.model_dir, port), port, inputs.logs / "ours.log"
+    )
     port = free_port()
     baseline = ServerProcess(
-        "baseline (PyTorch)", baseline_command(baseline_model, port, bundle.manifest.max_length), port,
-        logs / "baseline.log",
+        "baseline (PyTorch)", baseline_command(inputs.baseline_model, port, bundle.manifest.max_length), port,
+        inputs.logs / "baseline.log",
     )  # fmt: skip
     peer: ServerProcess | None = None
     if args.no_infinity:
         results["infinity"] = {"status": "skipped", "error": "--no-infinity"}
     else:
-        peer, results["infinity"] = start_infinity(args, bundle, baseline_model, messages.texts, api_key)
-    peer_bodies = write_bodies(
-        (infinity.request_body(text) for text in messages.texts), args.out / "bodies-infinity.jsonl"
-    )
-    sample = messages.texts[0]
+        peer, results["infinity"] = start_infinity(
+            args, bundle, inputs.baseline_model, inputs.messages.texts, api_key
+        )
     from core.engine import OnnxEngine
 
     # The service's default engine settings (ONNX Runtime on every core), idle except when measured.
     engine = OnnxEngine(bundle)
-    engine_runs: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         stack.enter_context(ours)
         stack.enter_context(baseline)
-        labels = probe(ours, sample, api_key)
-        probe(baseline, sample, api_key)
+        labels = probe(ours, inputs.messages.texts[0], api_key)
+        probe(baseline, inputs.messages.texts[0], api_key)
         if peer is not None:
-            try:
-                stack.enter_context(peer)
-                results["infinity"]["agreement"] = compare_with_infinity(
-                    ours, peer, messages.texts[:AGREEMENT_MESSAGES], labels, api_key
-                )
-                results["infinity"]["status"] = "measured"
-            except (ServerError, OSError) as exc:
-                print(f"bench: Infinity did not start: {exc}", flush=True)
-                results["infinity"] |= {"status": "failed", "error": str(exc)}
-                peer = None
+            peer = start_peer(stack, peer, ours=ours, labels=labels, inputs=inputs, results=results)
         servers = [ours, baseline] + ([peer] if peer else [])
         results["idle_cpu_cores"] = idle_cpu(servers)
-        measured_here = [OURS, BASELINE] + ([INFINITY] if peer else [])
-        runs: dict[int, dict[str, list[dict[str, Any]]]] = {
-            c: {name: [] for name in measured_here if name != INFINITY or c in args.infinity_concurrency}
-            for c in args.concurrency
+        runs, engine_runs = measure_rounds(inputs, ours, baseline, peer, engine)
+    results["engine_same_run"] = (
+        {
+            key: statistics.median(run[key] for run in engine_runs)
+            for key in ("texts_per_second", "cpu_cores", "cpu_ms_per_text")
         }
-        for round_index in range(args.rounds):
-            for index, concurrency in enumerate(args.concurrency):
-                targets = [(OURS, ours, bodies), (BASELINE, baseline, bodies)]
-                if peer is not None and INFINITY in runs[concurrency]:
-                    targets.append((INFINITY, peer, peer_bodies))
-                # Rotate who goes first, so drift on the shared machine does not favour one side.
-                shift = (index + round_index) % len(targets)
-                for name, server, server_bodies in targets[shift:] + targets[:shift]:
-                    runs[concurrency][name].append(
-                        measure(
-                            server, server_bodies, concurrency, args.warmup, args.duration, api_key=api_key
-                        )
-                    )
-                if concurrency == args.sweep_concurrency:
-                    # Next to the HTTP figure it is compared with, so both see the same background load.
-                    engine_runs.append(
-                        engine_same_run(engine, messages.texts, args.sweep_concurrency, args.duration)
-                    )
-        results["engine_same_run"] = (
-            {
-                key: statistics.median(run[key] for run in engine_runs)
-                for key in ("texts_per_second", "cpu_cores", "cpu_ms_per_text")
-            }
-            | {"batch_size": args.sweep_concurrency, "runs": len(engine_runs)}
-            if engine_runs
-            else None
+        | {"batch_size": args.sweep_concurrency, "runs": len(engine_runs)}
+        if engine_runs
+        else None
+    )
+    results["comparison"] += comparison_rows(runs)
+
+
+def start_peer(
+    stack: contextlib.ExitStack,
+    peer: ServerProcess,
+    *,
+    ours: ServerProcess,
+    labels: list[str],
+    inputs: Inputs,
+    results: dict[str, Any],
+) -> ServerProcess | None:
+    """Start Infinity and check it agrees with ours; None (and the reason in ``results``) if it fails."""
+    try:
+        stack.enter_context(peer)
+        results["infinity"]["agreement"] = compare_with_infinity(
+            ours, peer, inputs.messages.texts[:AGREEMENT_MESSAGES], labels, inputs.api_key
         )
-        for concurrency, by_name in runs.items():
-            row: dict[str, Any] = {"concurrency": concurrency}
-            for name, measured in by_name.items():
-                row[name] = median_figures(measured)
-            row["ratio"] = compare(row[OURS], row[BASELINE])
-            if INFINITY in row:
-                row["ratio_infinity"] = compare(row[OURS], row[INFINITY])
-            results["comparison"].append(row)
+        results["infinity"]["status"] = "measured"
+    except (NotReadyError, OSError) as exc:
+        print(f"bench: Infinity did not start: {exc}", flush=True)
+        results["infinity"] |= {"status": "failed", "error": str(exc)}
+        return None
+    return peer
 
-    if not args.no_sweep:
-        c = args.sweep_concurrency
-        configs: list[tuple[str, str, dict[str, object]]] = [
-            ("batching", "batching off (max batch size 1)", {"max_batch_size": 1}),
-            ("batching", "batching on (default settings)", {}),
-        ]
-        configs += [
-            (
-                "sweep",
-                f"ORT threads {threads} x {workers} worker(s)",
-                {"ort_threads": threads, "workers": workers},
-            )
-            for threads, workers in SWEEP
-        ]
-        for number, (section, label, settings) in enumerate(configs):
-            port = free_port()
-            log = logs / f"sweep-{number}.log"
-            server = ServerProcess(label, service_command(args.model_dir, port, **settings), port, log)
-            try:
-                with server:
-                    figures = measure(server, bodies, c, args.warmup, args.duration, api_key=api_key)
-            except (ServerError, WrkError) as exc:
-                # One configuration that does not start is a finding, not a reason to lose the whole run.
-                print(f"  {label}: failed: {exc}", flush=True)
-                results["failed_configs"].append({"label": label, "settings": settings, "error": str(exc)})
-                continue
-            results[section].append({"label": label, "settings": settings, "concurrency": c, **figures})
 
+Runs = dict[int, dict[str, list[dict[str, Any]]]]
+"""Concurrency -> server name -> the figures of each round."""
+
+
+def measure_rounds(
+    inputs: Inputs, ours: ServerProcess, baseline: ServerProcess, peer: ServerProcess | None, engine: Any
+) -> tuple[Runs, list[dict[str, Any]]]:
+    """Every round at every concurrency, servers in rotating order; the engine alone next to the sweep
+    concurrency."""
+    args, api_key = inputs.args, inputs.api_key
+    measured_here = [OURS, BASELINE] + ([INFINITY] if peer else [])
+    runs: Runs = {
+        c: {name: [] for name in measured_here if name != INFINITY or c in args.infinity_concurrency}
+        for c in args.concurrency
+    }
+    engine_runs: list[dict[str, Any]] = []
+    for round_index in range(args.rounds):
+        for index, concurrency in enumerate(args.concurrency):
+            targets = [(OURS, ours, inputs.bodies), (BASELINE, baseline, inputs.bodies)]
+            if peer is not None and INFINITY in runs[concurrency]:
+                targets.append((INFINITY, peer, inputs.peer_bodies))
+            # Rotate who goes first, so drift on the shared machine does not favour one side.
+            shift = (index + round_index) % len(targets)
+            for name, server, server_bodies in targets[shift:] + targets[:shift]:
+                runs[concurrency][name].append(
+                    measure(server, server_bodies, concurrency, args.warmup, args.duration, api_key=api_key)
+                )
+            if concurrency == args.sweep_concurrency:
+                # Next to the HTTP figure it is compared with, so both see the same background load.
+                engine_runs.append(
+                    engine_same_run(engine, inputs.messages.texts, args.sweep_concurrency, args.duration)
+                )
+    return runs, engine_runs
+
+
+def comparison_rows(runs: Runs) -> list[dict[str, Any]]:
+    """One row per concurrency: each server's median figures and ours over the others."""
+    rows = []
+    for concurrency, by_name in runs.items():
+        row: dict[str, Any] = {"concurrency": concurrency}
+        for name, measured in by_name.items():
+            row[name] = median_figures(measured)
+        row["ratio"] = compare(row[OURS], row[BASELINE])
+        if INFINITY in row:
+            row["ratio_infinity"] = compare(row[OURS], row[INFINITY])
+        rows.append(row)
+    return rows
+
+
+def sweep_settings(inputs: Inputs, results: dict[str, Any]) -> None:
+    """Batching off and on, then the ORT threads x workers grid, each a fresh service at the sweep
+    concurrency; fills ``batching``, ``sweep`` and ``failed_configs``."""
+    args = inputs.args
+    c = args.sweep_concurrency
+    configs: list[tuple[str, str, dict[str, object]]] = [
+        ("batching", "batching off (max batch size 1)", {"max_batch_size": 1}),
+        ("batching", "batching on (default settings)", {}),
+    ]
+    configs += [
+        (
+            "sweep",
+            f"ORT threads {threads} x {workers} worker(s)",
+            {"ort_threads": threads, "workers": workers},
+        )
+        for threads, workers in SWEEP
+    ]
+    for number, (section, label, settings) in enumerate(configs):
+        port = free_port()
+        log = inputs.logs / f"sweep-{number}.log"
+        server = ServerProcess(label, service_command(args.model_dir, port, **settings), port, log)
+        try:
+            with server:
+                figures = measure(
+                    server, inputs.bodies, c, args.warmup, args.duration, api_key=inputs.api_key
+                )
+        except (NotReadyError, WrkError) as exc:
+            # One configuration that does not start is a finding, not a reason to lose the whole run.
+            print(f"  {label}: failed: {exc}", flush=True)
+            results["failed_configs"].append({"label": label, "settings": settings, "error": str(exc)})
+            continue
+        results[section].append({"label": label, "settings": settings, "concurrency": c, **figures})
+
+
+def conclude(results: dict[str, Any], elapsed_s: float) -> None:
+    """The target verdicts, the serving CPU efficiency, the load generator's share and the end's load."""
     results["targets"] = evaluate_targets(results)
     results["serving_cpu_efficiency"] = serving_cpu_efficiency(results)
     measurements = [
@@ -855,14 +943,30 @@ def main(argv: list[str] | None = None) -> int:
         "max_cpu_share": max(m["loadgen_cpu_share"] for m in measurements),
         "note": "share of all cores' time the wrk process used during measured runs (it shares the machine)",
     }
-    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    results["elapsed_s"] = round(elapsed_s, 1)
     results["machine"]["loadavg_at_end"] = dict(zip(("1m", "5m", "15m"), os.getloadavg(), strict=True))
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    plot(results, args.out / "throughput_latency.png")
+
+
+def write_reports(results: dict[str, Any], out: Path) -> None:
+    """``results.json``, ``throughput_latency.png`` and ``report.md`` (also printed)."""
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    plot(results, out / "throughput_latency.png")
     report = report_markdown(results)
-    (args.out / "report.md").write_text(report, encoding="utf-8")
+    (out / "report.md").write_text(report, encoding="utf-8")
     print("\n" + report)
-    print(f"wrote {args.out}/results.json, report.md and throughput_latency.png")
+    print(f"wrote {out}/results.json, report.md and throughput_latency.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    inputs = prepare(args)
+    started = time.monotonic()
+    results = describe_run(inputs, argv)
+    compare_servers(inputs, results)
+    if not args.no_sweep:
+        sweep_settings(inputs, results)
+    conclude(results, time.monotonic() - started)
+    write_reports(results, args.out)
     missed = [t["description"] for t in results["targets"] if t["met"] is False]
     return 1 if missed and not args.no_gate else 0
 

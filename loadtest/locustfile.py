@@ -30,7 +30,8 @@ from __future__ import annotations
 import json
 import os
 import random
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 from locust import FastHttpUser, between, events, task
 
@@ -45,15 +46,26 @@ SERVER_REQUEST_TYPE = "server"
 API_KEY = api_key_from_env()
 # Locust's own default is every interface: anyone on the network could start load against the service.
 DEFAULT_WEB_HOST = "127.0.0.1"
+Handler = TypeVar("Handler", bound=Callable[..., None])
 
 
-@events.init_command_line_parser.add_listener
+def _listen(hook: Any) -> Callable[[Handler], Handler]:
+    """``@hook.add_listener`` with types: Locust's event hooks have no annotations."""
+
+    def register(handler: Handler) -> Handler:
+        hook.add_listener(handler)
+        return handler
+
+    return register
+
+
+@_listen(events.init_command_line_parser)
 def _web_ui_on_loopback(parser: Any) -> None:
     # A default only: --web-host, LOCUST_WEB_HOST and Locust's config files still override it.
     parser.set_defaults(web_host=DEFAULT_WEB_HOST)
 
 
-@events.init.add_listener
+@_listen(events.init)
 def _announce(environment: Any, **_: Any) -> None:
     print(f"loadtest: {len(TEXTS)} messages from {MESSAGES.source}", flush=True)
     if API_KEY is not None:

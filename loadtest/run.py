@@ -29,6 +29,7 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core.process import NotReadyError, http_ok, wait_until
 from loadtest import plots, slo
 from loadtest.auth import ApiKey, ApiKeyError, api_key_from_env
 from loadtest.exit_codes import ExitCode
@@ -39,21 +40,11 @@ CSV_PREFIX = "locust"
 
 def wait_ready(host: str, timeout: float) -> str | None:
     """Poll ``/health/ready`` until it answers 200. Returns ``None`` when ready, else the last problem."""
-    deadline = time.monotonic() + timeout
-    problem = "no answer"
-    while True:
-        try:
-            with urllib.request.urlopen(f"{host.rstrip('/')}/health/ready", timeout=5) as response:
-                if response.status == 200:
-                    return None
-                problem = f"status {response.status}"
-        except urllib.error.HTTPError as exc:
-            problem = f"status {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:
-            problem = str(getattr(exc, "reason", exc))
-        if time.monotonic() >= deadline:
-            return problem
-        time.sleep(0.5)
+    try:
+        wait_until(http_ok(f"{host.rstrip('/')}/health/ready"), timeout_s=timeout, interval_s=0.5)
+    except NotReadyError as exc:
+        return exc.last_answer
+    return None
 
 
 def check_access(host: str, key: ApiKey | None) -> str | None:

@@ -29,6 +29,7 @@ COPY --from=requirements /src/requirements.txt /tmp/loadtest-requirements.txt
 COPY constraints.txt ./
 RUN python -m venv /opt/venv \
  && pip install --constraint constraints.txt --requirement /tmp/loadtest-requirements.txt
+COPY core/ core/
 COPY loadtest/ loadtest/
 # Run through sh rather than COPY --chmod (BuildKit only), so the classic builder builds this image too.
 COPY deploy/docker/locust-entrypoint.sh /usr/local/bin/locust-entrypoint.sh

@@ -19,7 +19,7 @@ seed's logging of every request (uvicorn's access log is off here, which only he
 import argparse
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 DEFAULT_MAX_LENGTH = 128
 
@@ -31,7 +31,7 @@ def create_app(model_dir: Path, max_length: int = DEFAULT_MAX_LENGTH, version: s
     from pydantic import BaseModel, ConfigDict
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = cast(Any, AutoTokenizer).from_pretrained(model_dir)  # transformers leaves it unannotated
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     multi_label = model.config.problem_type == "multi_label_classification"

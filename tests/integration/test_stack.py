@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,8 @@ from typing import Any
 import pytest
 
 from core.host import free_port
+from core.process import NotReadyError, http_ok, wait_until
+from core.service_command import service_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 needs_prometheus = pytest.mark.skipif(
@@ -213,8 +216,7 @@ def test_service_runs_with_a_read_only_root_and_a_tmp_tmpfs(
             f"mount -t tmpfs -o size=64m,mode=1777 tmpfs {writable} || exit 98\n"
             f"touch {REPO}/.read-only-probe 2>/dev/null && exit 99\n"
             f"cd {writable} && exec env PYTHONDONTWRITEBYTECODE=1 HOME={writable} TMPDIR={writable} "
-            f"{sys.executable} -m service --model-dir {bundle} --host 127.0.0.1 --port {port} "
-            f"--workers {workers}\n"
+            f"{shlex.join(service_command(bundle, port, workers=workers))}\n"
         )
         log_path = tmp_path / "service.log"
         with log_path.open("wb") as log_file:
@@ -225,17 +227,10 @@ def test_service_runs_with_a_read_only_root_and_a_tmp_tmpfs(
             )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert process.poll() is None, f"exited {process.returncode}:\n{log_path.read_text()}"
-                try:
-                    with urllib.request.urlopen(f"{base}/health/ready", timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    pass
-                assert time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.3)
+            try:
+                wait_until(http_ok(f"{base}/health/ready"), timeout_s=60, process=process, interval_s=0.3)
+            except NotReadyError as exc:
+                pytest.fail(f"{exc}:\n{log_path.read_text()}")
             request = urllib.request.Request(
                 f"{base}/classify",
                 data=json.dumps({"texts": ["flood in the village", "nice lunch"]}).encode(),

@@ -1,7 +1,7 @@
-"""The load generator behind the overload test and ``make soak`` (``loadtest/soak.py``) measures what it says:
-its HTTP client reads answers and reports refused or cut connections as such, the open loop offers the asked
-rate, and the soak verdicts fail on errors, memory growth and p99 drift. Against a small local asyncio server,
-offline, in a second or two."""
+"""The load generator behind the overload test and ``make soak`` (``loadtest/loadgen.py``) measures what it
+says: its HTTP client (``loadtest/client.py``) reads answers and reports refused or cut connections as such,
+the open loop offers the asked rate, and the soak verdicts (``loadtest/promises.py``) fail on errors, memory
+growth and p99 drift. Against a small local asyncio server, offline, in a second or two."""
 
 from __future__ import annotations
 
@@ -12,17 +12,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from core.host import free_port
-from loadtest.soak import (
-    CONNECTION_ERROR,
-    LoadRun,
-    Sample,
-    Window,
-    evaluate,
-    new_client,
-    open_loop,
-    percentile,
-    summarize,
-)
+from loadtest.client import new_client
+from loadtest.loadgen import CONNECTION_ERROR, LoadRun, Sample, open_loop, percentile, summarize
+from loadtest.promises import Window, evaluate
 
 pytestmark = pytest.mark.unit
 

@@ -5,8 +5,9 @@ within the request deadline, keeps its resident memory within 20% of its warm si
 latency within 5 s of the load stopping.
 
 ``make test`` runs it for ``RELIABILITY_OVERLOAD_SECONDS`` (default 20) seconds; the 60 s figure on the real
-bundle comes from ``python -m loadtest.soak --model-dir models/disaster-related --overload`` (docs/reliability.md).
-The scenario and its verdicts live in ``loadtest/soak.py`` (``overload``), shared with that command.
+bundle comes from ``python -m loadtest.soak --model-dir models/disaster-related --overload``
+(docs/reliability.md).
+The scenario and its verdicts live in ``loadtest/promises.py`` (``overload``), shared with that command.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtest.client import run_async
+from loadtest.loadgen import encode_json
 from loadtest.messages import load_messages
-from loadtest.soak import encode_json, overload, run_async
+from loadtest.promises import overload
 from tests.fixtures.server import run_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
