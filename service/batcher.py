@@ -1,13 +1,13 @@
 """Dynamic micro-batching: one batcher per process turns many small requests into few ONNX Runtime calls.
 
 Requests are admitted (or refused at once with 429 when ``queue_size`` requests are already admitted and not
-answered), tokenized by the caller so their lengths are known, and queued. A single loop takes what is queued
-(no fixed wait when idle; an optional ``max_wait_ms``), plans batches with ``engine.plan_batches``:
-grouping by length under ``max_batch_size`` texts and ``max_batch_tokens`` padded tokens, runs each batch in a
-worker thread (ONNX Runtime releases the GIL, so the event loop keeps admitting and tokenizing the next
-requests meanwhile) and resolves each request when all its texts are scored. Texts of one request may land in
-different batches; each text's scores do not depend on its batch-mates beyond float rounding, because batches
-are padded with an attention mask.
+answered), tokenized by the caller (``service.infer.Infer``) so their lengths are known, and queued. A single
+loop takes what is queued (no fixed wait when idle; an optional ``max_wait_ms``), plans batches with
+``core.batching.plan_batches``: grouping by length under ``max_batch_size`` texts and ``max_batch_tokens``
+padded tokens, runs each batch in a worker thread (ONNX Runtime releases the GIL, so the event loop keeps
+admitting and tokenizing the next requests meanwhile) and resolves each request when all its texts are scored.
+Texts of one request may land in different batches; each text's scores do not depend on its batch-mates
+beyond float rounding, because batches are padded with an attention mask.
 
 Work still queued past its deadline is dropped instead of computed for nobody. ``stop`` refuses new work,
 drains what was admitted, then ends the loop.
@@ -114,6 +114,15 @@ class Batcher:
     def accepting(self) -> bool:
         return self._accepting
 
+    def queue_full(self) -> QueueFullError | None:
+        """The 429 a new request gets while ``queue_size`` requests are admitted and not answered; None while
+        there is room. ``admit`` applies it, and so does ``Infer`` before a request's body is read."""
+        if self._pending < self.queue_size:
+            return None
+        return QueueFullError(
+            "too many requests queued; retry after a moment", detail={"queue_size": self.queue_size}
+        )
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="textclf-batcher")
@@ -128,11 +137,9 @@ class Batcher:
         """
         if not self._accepting:
             raise ShuttingDownError("the service is shutting down; retry on another instance")
-        if self._pending >= self.queue_size:
-            raise QueueFullError(
-                "too many requests queued; retry after a moment",
-                detail={"queue_size": self.queue_size},
-            )
+        full = self.queue_full()
+        if full is not None:
+            raise full
         now = self.clock()
         job = Job(
             admitted_at=now,

@@ -11,7 +11,8 @@ aggregates them; gauges declare how to combine processes, and the process_* coll
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Literal, get_args
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,7 +28,7 @@ from prometheus_client import (
 )
 
 PREFIX = "textclf"
-REJECTION_REASONS = (
+RejectionReason = Literal[
     "queue_full",
     "in_flight",
     "deadline",
@@ -35,7 +36,8 @@ REJECTION_REASONS = (
     "shutting_down",
     "auth_missing",  # API key configured; no Bearer credentials (no header, another scheme, empty)
     "auth_wrong",  # a Bearer key that does not match
-)
+]
+REJECTION_REASONS: tuple[RejectionReason, ...] = get_args(RejectionReason)
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,
@@ -46,7 +48,10 @@ TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 INPUT_TOKEN_BUCKETS = (4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 
-__all__ = ["CONTENT_TYPE_LATEST", "ServiceMetrics", "multiprocess_dir"]
+__all__ = ["CONTENT_TYPE_LATEST", "RejectionReason", "ServiceMetrics", "multiprocess_dir"]
+
+# prometheus-client leaves these unannotated; typed names keep strict mypy's no-untyped-call quiet.
+_disable_created_metrics: Callable[[], None] = disable_created_metrics
 
 
 def multiprocess_dir() -> str | None:
@@ -59,7 +64,7 @@ class ServiceMetrics:
     def __init__(self, error_types: Iterable[str] = (), multiprocess: bool | None = None) -> None:
         self.multiprocess = multiprocess_dir() is not None if multiprocess is None else multiprocess
         # The *_created series double the series count for no use in dashboards or alerts.
-        disable_created_metrics()
+        _disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         if not self.multiprocess:
@@ -173,6 +178,10 @@ class ServiceMetrics:
             self.errors.labels(type=error_type)
         self.ready.set(0)
 
+    def reject(self, reason: RejectionReason) -> None:
+        """Count one request refused before inference; the only place ``textclf_rejections_total`` grows."""
+        self.rejections.labels(reason=reason).inc()
+
     def set_model(
         self, name: str, version: str, quantization: str, labels: Iterable[str], prior: dict[str, float]
     ) -> None:
@@ -190,7 +199,8 @@ class ServiceMetrics:
             from prometheus_client import multiprocess
 
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            collect: Callable[[CollectorRegistry], object] = multiprocess.MultiProcessCollector
+            collect(registry)
             return registry
         return self.registry
 
