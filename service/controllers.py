@@ -1,43 +1,27 @@
-"""HTTP handlers: /classify, /health/*, /info, /metrics and the web page. No ONNX Runtime in here: the
-handlers talk to the ``Engine`` Protocol and the ``Batcher`` held by ``Runtime`` in the app state.
+"""HTTP handlers: /classify, /health/*, /info, /metrics and the web page. They parse and shape; ``Infer``
+does the rest. No ONNX Runtime in here. What a handler needs comes as a typed dependency (``create_app``
+provides ``infer``, ``context``, ``settings``, ``metrics`` and ``page_html``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 import numpy as np
 from litestar import Controller, Request, Response, get, post, route
-from litestar.datastructures import CacheControlHeader, State
+from litestar.datastructures import CacheControlHeader
+from litestar.di import NamedDependency
 from litestar.enums import HttpMethod, MediaType
 from litestar.exceptions import NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import PathParameter
 from litestar.response import File
-from msgspec import UNSET
 
-from core.bundle import Manifest
-from core.engine import Engine, Prediction
-from core.engine import TextTooLongError as EngineTextTooLongError
-from service.batcher import Batcher
-from service.errors import (
-    DeadlineExceededError,
-    EmptyTextError,
-    ErrorResponse,
-    InvalidJSONError,
-    NotReadyError,
-    QueueFullError,
-    RequestValidationError,
-    ShuttingDownError,
-    TextTooLongError,
-    TooManyCharactersError,
-    TooManyItemsError,
-)
+from service.context import RequestContext
+from service.errors import ErrorResponse, InvalidJSONError, NotReadyError, RequestValidationError
+from service.infer import Classified, Infer
 from service.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from service.schemas import ClassifyRequest, ClassifyResponse, Health, Info, ModelRef, Result
 from service.settings import Settings
@@ -51,9 +35,6 @@ JSON_HINT = (
     'send a JSON object such as {"text": "..."} with the header content-type: application/json '
     "(curl: -H 'content-type: application/json' -d '{\"text\": \"...\"}')"
 )
-# Tokenize inline below this many characters (microseconds); in a thread above it, so a long request does
-# not stall the event loop for everyone else.
-_INLINE_TOKENIZE_CHARS = 4096
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 SWAGGER_ASSETS_PATH = "/schema/assets"
 # The only Swagger UI files the page loads (swagger-ui-bundle-v2 ships them; no CDN, works offline).
@@ -63,38 +44,6 @@ SWAGGER_ASSETS = {
     "swagger-ui.css": "text/css",
     "favicon-32x32.png": "image/png",
 }
-
-
-@dataclass
-class Runtime:
-    """Everything the handlers share for one app: settings, metrics, and the model once it is loaded."""
-
-    settings: Settings
-    metrics: ServiceMetrics
-    status: str = "loading"
-    """``loading`` -> ``ok`` (ready) or ``not_ready`` (bad bundle); ``shutting_down`` after SIGTERM."""
-    reason: str | None = "loading the model bundle"
-    engine: Engine | None = None
-    batcher: Batcher | None = None
-    manifest: Manifest | None = None
-    page: bytes = b""
-    api_key: bytes = field(default=b"", repr=False)
-    """The configured API key (empty: no key), compared in constant time by the request middleware."""
-    announce: bool = False
-    """Print one plain line with the URL on stderr once the model is ready (``python -m service``)."""
-    classify_in_flight: int = 0
-    """POST /classify requests let in by the request middleware and not finished (``max_in_flight``)."""
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-
-    @property
-    def ready(self) -> bool:
-        return self.status == "ok"
-
-
-def runtime(state: State) -> Runtime:
-    value = state["runtime"]
-    assert isinstance(value, Runtime)
-    return value
 
 
 def _error_spec(description: str) -> ResponseSpec:
@@ -148,10 +97,6 @@ def decode_request(body: bytes, content_type: str = "application/json") -> Class
     except UnicodeDecodeError:
         raise _utf8_error(body) from None
     except msgspec.DecodeError as exc:
-        if "out of range" in str(exc).lower():
-            raise RequestValidationError(
-                f"a number is out of range: {exc}", detail={"reason": str(exc)}
-            ) from None
         lone = lone_surrogate_escapes(body)
         if lone:
             return decode_request(replace_lone_surrogate_escapes(body, lone), content_type)
@@ -182,49 +127,13 @@ def _utf8_error(body: bytes) -> InvalidJSONError:
     return InvalidJSONError("the request body is not valid UTF-8")
 
 
-def validate_texts(data: ClassifyRequest, settings: Settings) -> list[str]:
-    """The request's texts, or the first problem with them as a 4xx error naming the item.
-
-    Only an empty or whitespace-only text, or one over ``max_text_chars``, is refused: control characters,
-    zero-width and bidi marks, any script and emoji are classified (the tokenizer's normalizer decides what
-    reaches the model; see ``service/text.py``).
-    """
-    if (data.text is UNSET) == (data.texts is UNSET):
-        raise RequestValidationError(
-            "send exactly one of `text` (a string) or `texts` (a list of strings)",
-            detail={"fields": ["text", "texts"]},
-        )
-    texts = [data.text] if isinstance(data.text, str) else list(data.texts or [])
-    if not texts:
-        raise RequestValidationError("`texts` must hold at least one text", detail={"field": "texts"})
-    if len(texts) > settings.max_items:
-        raise TooManyItemsError(
-            f"{len(texts)} texts in one request; the limit is {settings.max_items}",
-            detail={"count": len(texts), "max_items": settings.max_items},
-        )
-    for index, text in enumerate(texts):
-        where = "text" if isinstance(data.text, str) else f"texts[{index}]"
-        if len(text) > settings.max_text_chars:
-            raise TooManyCharactersError(
-                f"{where} has {len(text)} characters; the limit is {settings.max_text_chars}",
-                detail={"field": where, "chars": len(text), "max_text_chars": settings.max_text_chars},
-            )
-        if not text.strip():
-            raise EmptyTextError(f"{where} is empty or only whitespace", detail={"field": where})
-    return texts
-
-
-def build_results(
-    *,
-    predictions: list[Prediction],
-    tokenized_lengths: list[tuple[int, bool]],
-    labels: list[str],
-    multi_label: bool,
-    top_k: int | None,
-    return_all_scores: bool,
-) -> list[Result]:
+def build_results(outcome: Classified, *, top_k: int | None, return_all_scores: bool) -> list[Result]:
+    """One ``Result`` per text, with the per-label scores the request asked for."""
+    manifest = outcome.manifest
+    labels = list(manifest.labels)
+    multi_label = manifest.problem_type == "multi_label"
     results: list[Result] = []
-    for prediction, (num_tokens, truncated) in zip(predictions, tokenized_lengths, strict=True):
+    for prediction, item in zip(outcome.predictions, outcome.tokenized, strict=True):
         scores: dict[str, float] | None = None
         row = np.asarray(prediction.scores, dtype=np.float64)
         if return_all_scores:
@@ -236,21 +145,13 @@ def build_results(
             Result(
                 label=prediction.label,
                 score=float(prediction.score),
-                truncated=truncated,
-                num_tokens=num_tokens,
+                truncated=item.truncated,
+                num_tokens=item.num_tokens,
                 scores=scores,
                 labels=list(prediction.labels) if multi_label else None,
             )
         )
     return results
-
-
-def _cancelled_by_shutdown(metrics: ServiceMetrics) -> ShuttingDownError:
-    """uvicorn cancels the requests still running when its graceful-shutdown timeout ends. Answer those 503
-    shutting_down (retry elsewhere), not uvicorn's plain 500 with a traceback, and drop their queued texts so
-    the batcher does not compute them for nobody while the process is trying to exit."""
-    metrics.rejections.labels(reason="shutting_down").inc()
-    return ShuttingDownError("the service shut down before this request finished; retry on another instance")
 
 
 def _ms(seconds: float) -> str:
@@ -271,110 +172,27 @@ class ClassifyController(Controller):
         ),
         responses=CLASSIFY_RESPONSES,
     )
-    async def classify(self, state: State, request: Request[Any, Any, Any]) -> Response[ClassifyResponse]:
-        rt = runtime(state)
-        settings = rt.settings
-        metrics = rt.metrics
+    async def classify(
+        self,
+        request: Request[Any, Any, Any],
+        infer: NamedDependency[Infer],
+        context: NamedDependency[RequestContext],
+    ) -> Response[ClassifyResponse]:
         # No `data` parameter: Litestar would decode the body a first, lenient time. The body is decoded
-        # once, strictly; its OpenAPI schema is set by ``service.schemas.document_classify_request``.
+        # once, strictly; its OpenAPI schema is set by ``service.app.document_classify_request``.
         data = decode_request(await request.body(), request.headers.get("content-type", ""))
-        if not rt.ready or rt.engine is None or rt.batcher is None or rt.manifest is None:
-            if rt.status == "shutting_down":
-                metrics.rejections.labels(reason="shutting_down").inc()
-                raise ShuttingDownError("the service is shutting down")
-            metrics.rejections.labels(reason="not_ready").inc()
-            raise NotReadyError(f"the model is not ready: {rt.reason}", detail={"reason": rt.reason})
-        texts = validate_texts(data, settings)
-        request.scope["state"]["num_texts"] = len(texts)
-        if settings.log_request_text:
-            request.scope["state"]["texts"] = texts
-        engine, batcher, manifest = rt.engine, rt.batcher, rt.manifest
-
-        # The deadline counts from the request's arrival (set by the request middleware before the body
-        # was read), so time spent in the socket, the body and the event loop counts too.
-        arrived_at = request.scope["state"].get("arrived_at")
-        if arrived_at is not None and batcher.clock() >= arrived_at + settings.request_deadline_seconds:
-            metrics.rejections.labels(reason="deadline").inc()
-            raise DeadlineExceededError(
-                f"no answer within the {settings.request_deadline_seconds} s request deadline",
-                detail={"request_deadline_seconds": settings.request_deadline_seconds},
-            )
-        try:
-            job = batcher.admit(settings.request_deadline_seconds, arrived_at=arrived_at)
-        except QueueFullError:
-            metrics.rejections.labels(reason="queue_full").inc()
-            raise
-        except ShuttingDownError:
-            metrics.rejections.labels(reason="shutting_down").inc()
-            raise
-
-        started = time.perf_counter()
-        try:
-            if sum(len(t) for t in texts) <= _INLINE_TOKENIZE_CHARS:
-                tokenized = engine.tokenize(texts, truncate=data.truncate)
-            else:
-                tokenized = await asyncio.to_thread(engine.tokenize, texts, data.truncate)
-        except EngineTextTooLongError as exc:
-            batcher.release(job)
-            where = "text" if isinstance(data.text, str) else f"texts[{exc.index}]"
-            raise TextTooLongError(
-                f"{where} has {exc.num_tokens} tokens; the model accepts at most {exc.max_length} "
-                "(send truncate=true to cut it)",
-                detail={"field": where, "num_tokens": exc.num_tokens, "max_length": exc.max_length},
-            ) from exc
-        except asyncio.CancelledError:
-            batcher.release(job)
-            raise _cancelled_by_shutdown(metrics) from None
-        except BaseException:
-            batcher.release(job)
-            raise
-        tokenization_seconds = time.perf_counter() - started
-        metrics.tokenization_duration.observe(tokenization_seconds)
-        for item in tokenized:
-            metrics.input_tokens.observe(item.num_tokens)
-            if item.truncated:
-                metrics.truncated.inc()
-
-        batcher.submit(job, tokenized)
-        remaining = job.deadline - batcher.clock()
-        try:
-            result = await asyncio.wait_for(asyncio.shield(job.future), timeout=max(remaining, 0.0))
-        except TimeoutError:
-            job.abandon()
-            metrics.rejections.labels(reason="deadline").inc()
-            raise DeadlineExceededError(
-                f"no answer within the {settings.request_deadline_seconds} s request deadline",
-                detail={"request_deadline_seconds": settings.request_deadline_seconds},
-            ) from None
-        except asyncio.CancelledError:
-            job.abandon()
-            raise _cancelled_by_shutdown(metrics) from None
-        request.scope["state"]["batch_size"] = result.batch_size
-
-        predictions = engine.postprocess(result.scores)
-        metrics.texts.inc(len(predictions))
-        for prediction in predictions:
-            metrics.predictions.labels(label=prediction.label).inc()
-            metrics.prediction_score.labels(label=prediction.label).observe(prediction.score)
-        results = build_results(
-            predictions=predictions,
-            tokenized_lengths=[(item.num_tokens, item.truncated) for item in tokenized],
-            labels=list(manifest.labels),
-            multi_label=manifest.problem_type == "multi_label",
-            top_k=data.top_k,
-            return_all_scores=data.return_all_scores,
-        )
-        request_id = str(request.scope["state"].get("request_id", ""))
+        outcome = await infer.classify(data, context)
+        manifest = outcome.manifest
         return Response(
             ClassifyResponse(
-                results=results,
+                results=build_results(outcome, top_k=data.top_k, return_all_scores=data.return_all_scores),
                 model=ModelRef(name=manifest.name, version=manifest.version),
-                request_id=request_id,
+                request_id=context.request_id,
             ),
             headers={
-                "X-Tokenization-Time": _ms(tokenization_seconds),
-                "X-Queue-Time": _ms(result.queue_seconds),
-                "X-Inference-Time": _ms(result.inference_seconds),
+                "X-Tokenization-Time": _ms(outcome.tokenization_seconds),
+                "X-Queue-Time": _ms(outcome.queue_seconds),
+                "X-Inference-Time": _ms(outcome.inference_seconds),
             },
         )
 
@@ -392,12 +210,11 @@ class HealthController(Controller):
         summary="200 once the bundle is verified and warmed up; 503 with the reason otherwise",
         responses={503: ResponseSpec(data_container=Health, description="Not ready, with the reason.")},
     )
-    async def ready(self, state: State) -> Response[Health]:
-        rt = runtime(state)
-        if rt.ready:
+    async def ready(self, infer: NamedDependency[Infer]) -> Response[Health]:
+        if infer.ready:
             return Response(Health(status="ok"), status_code=200)
         return Response(
-            Health(status=rt.status, reason=rt.reason), status_code=503, headers={"Retry-After": "5"}
+            Health(status=infer.status, reason=infer.reason), status_code=503, headers={"Retry-After": "5"}
         )
 
 
@@ -407,11 +224,10 @@ class HealthController(Controller):
     tags=["info"],
     responses={503: _error_spec("not_ready: no model loaded.")},
 )
-async def info(state: State) -> Info:
-    rt = runtime(state)
-    manifest = rt.manifest
+async def info(infer: NamedDependency[Infer], settings: NamedDependency[Settings]) -> Info:
+    manifest = infer.manifest
     if manifest is None:
-        raise NotReadyError(f"no model loaded: {rt.reason}", detail={"reason": rt.reason})
+        raise NotReadyError(f"no model loaded: {infer.reason}", detail={"reason": infer.reason})
     return Info(
         name=manifest.name,
         version=manifest.version,
@@ -432,7 +248,7 @@ async def info(state: State) -> Info:
         versions=dict(manifest.versions),
         degraded=manifest.degraded,
         created_at=manifest.created_at,
-        limits=rt.settings.public(),
+        limits=settings.public(),
     )
 
 
@@ -447,8 +263,8 @@ METRICS_MEDIA_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
     include_in_schema=True,
     media_type=METRICS_MEDIA_TYPE,
 )
-async def metrics_endpoint(state: State) -> Response[bytes]:
-    return Response(runtime(state).metrics.exposition(), media_type=METRICS_MEDIA_TYPE)
+async def metrics_endpoint(metrics: NamedDependency[ServiceMetrics]) -> Response[bytes]:
+    return Response(metrics.exposition(), media_type=METRICS_MEDIA_TYPE)
 
 
 @route(
@@ -459,9 +275,9 @@ async def metrics_endpoint(state: State) -> Response[bytes]:
     include_in_schema=False,
     media_type=MediaType.HTML,
 )
-async def page(state: State) -> Response[bytes]:
+async def page(page_html: NamedDependency[bytes]) -> Response[bytes]:
     # MediaType.HTML: Litestar adds "; charset=utf-8" to text/* itself (once).
-    return Response(runtime(state).page, media_type=MediaType.HTML)
+    return Response(page_html, media_type=MediaType.HTML)
 
 
 def swagger_ui_dir() -> Path:
@@ -491,10 +307,8 @@ async def swagger_asset(name: Annotated[str, PathParameter()]) -> File:
 __all__ = [
     "ClassifyController",
     "HealthController",
-    "Runtime",
     "info",
     "metrics_endpoint",
     "page",
-    "runtime",
     "swagger_asset",
 ]

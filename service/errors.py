@@ -2,28 +2,20 @@
 
     {"error": {"type": "too_many_items", "message": "...", "detail": {...} | null}}
 
-Domain errors are ``ServiceError`` subclasses. Litestar's own exceptions (validation of the body, 404, 405,
-413, a client that disconnects mid-body) are translated in ``error_from_exception``, the one place that maps
-errors to statuses; ``exception_handler`` is registered for every exception, so nothing leaves in
-Litestar's default shape or as an unexplained 500.
+Domain errors are ``ServiceError`` subclasses. Litestar's own exceptions (404, 405, 413, a client that
+disconnects mid-body) are translated in ``error_from_exception``, the one place that maps errors to statuses;
+the app's exception handler (``service.middleware.exception_handler``) is registered for every exception, so
+nothing leaves in Litestar's default shape or as an unexplained 500.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any, ClassVar
 
 import msgspec
-from litestar import Request, Response
-from litestar.exceptions import (
-    HTTPException,
-    MethodNotAllowedException,
-    NotFoundException,
-    ValidationException,
-)
+from litestar import Response
+from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
-
-logger = logging.getLogger("textclf.service")
 
 # Litestar raises InternalServerException with this text when the client goes away mid-body (litestar 2.x).
 _DISCONNECT_TEXT = "client disconnected"
@@ -232,45 +224,16 @@ ERROR_TYPES: tuple[str, ...] = tuple(
     )
 )
 
-# Documented statuses per error (OpenAPI ``responses`` of /classify).
-CLASSIFY_ERRORS: tuple[type[ServiceError], ...] = (
-    InvalidJSONError,
-    TextTooLongError,
-    BodyTooLargeError,
-    QueueFullError,
-    NotReadyError,
-)
 
-
-def _looks_like_json_problem(text: str) -> bool:
-    text = text.lower()
-    return any(
-        marker in text
-        for marker in ("malformed", "json", "truncated", "utf-8", "surrogate", "invalid character")
-    )
-
-
-def _is_json_problem(exc: ValidationException) -> bool:
-    return _looks_like_json_problem(f"{exc.detail} {exc.extra}")
-
-
-def error_from_exception(exc: Exception, max_body_bytes: int | None = None) -> ServiceError:
+def error_from_exception(exc: Exception, max_body_bytes: int) -> ServiceError:
     """The one mapping from any exception to the error the client sees.
 
     Args:
         exc: What was raised while handling the request.
-        max_body_bytes: The app's body limit, named in the 413 message when known.
+        max_body_bytes: The app's body limit, named in the 413 message.
     """
     if isinstance(exc, ServiceError):
         return exc
-    if isinstance(exc, UnicodeDecodeError):
-        # Litestar decodes the body before validation; invalid UTF-8 surfaces as this plain exception.
-        return InvalidJSONError(f"the request body is not valid UTF-8: {exc.reason} at byte {exc.start}")
-    if isinstance(exc, ValidationException):
-        extra = exc.extra if exc.extra else None
-        if _is_json_problem(exc):
-            return InvalidJSONError("the request body is not valid JSON", detail=extra)
-        return RequestValidationError(_validation_message(exc), detail=extra)
     if isinstance(exc, NotFoundException):
         return NotFoundError("no such route", detail=None)
     if isinstance(exc, MethodNotAllowedException):
@@ -278,8 +241,6 @@ def error_from_exception(exc: Exception, max_body_bytes: int | None = None) -> S
         return MethodNotAllowedError("this method is not allowed on this route", detail=None, allow=allow)
     if isinstance(exc, HTTPException):
         if exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
-            if max_body_bytes is None:
-                return BodyTooLargeError("the request body is over the size limit")
             return BodyTooLargeError(
                 f"the request body is over the limit of {max_body_bytes} bytes (max_body_bytes); send fewer "
                 "or shorter texts per request",
@@ -287,26 +248,9 @@ def error_from_exception(exc: Exception, max_body_bytes: int | None = None) -> S
             )
         if exc.status_code == 500 and _DISCONNECT_TEXT in str(exc.detail):
             return ClientDisconnectedError("the client disconnected before sending the whole body")
-        if exc.status_code == 400 and "out of range" in str(exc.detail):
-            return RequestValidationError(f"a number is out of range: {exc.detail}")
-        if exc.status_code == 400 and _looks_like_json_problem(str(exc.detail)):
-            # Litestar's JSON decoding errors (malformed, truncated, invalid UTF-8, lone surrogates).
-            return InvalidJSONError(f"the request body is not valid JSON: {exc.detail}")
         if 400 <= exc.status_code < 500:
             return BadRequestError(str(exc.detail))
     return InternalError("internal error; the request id is in the logs")
-
-
-def _validation_message(exc: ValidationException) -> str:
-    if isinstance(exc.extra, list) and exc.extra:
-        first = exc.extra[0]
-        if isinstance(first, dict) and first.get("message") == "'data'":
-            # Litestar's wording for a request without a body.
-            return "the request body is empty; send a JSON object with `text` or `texts`"
-        if isinstance(first, dict) and first.get("message"):
-            key = first.get("key")
-            return f"{first['message']}" + (f" (at {key})" if key else "")
-    return "the request does not match the schema"
 
 
 def error_response(error: ServiceError, request_id: str | None = None) -> Response[ErrorResponse]:
@@ -319,20 +263,3 @@ def error_response(error: ServiceError, request_id: str | None = None) -> Respon
         headers=headers,
         media_type="application/json",
     )
-
-
-def exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:
-    """Litestar exception handler for every exception type (registered for ``Exception``)."""
-    error = error_from_exception(exc, request.app.state.get("max_body_bytes"))
-    hook = request.app.state.get("on_error")
-    if hook is not None:
-        hook(request, error)
-    state = request.scope.get("state", {})
-    request_id = state.get("request_id") if isinstance(state, dict) else None
-    if isinstance(error, InternalError):
-        logger.error(
-            "unhandled error",
-            exc_info=exc,
-            extra={"fields": {"event": "error", "request_id": request_id, "cause": repr(exc)}},
-        )
-    return error_response(error, request_id)

@@ -1,8 +1,8 @@
 """What the service does to a text before the model sees it, and the one repair it makes to a request body.
 
-The contract (docs/api.md "Text normalization", docs/contracts.md): a text is refused only when it is empty, only whitespace,
-or over the limits. Everything else is classified: control characters, mojibake, zero-width and bidi marks,
-any script, emoji.
+The contract (docs/api.md "Text normalization", docs/contracts.md): a text is refused only when it is empty,
+only whitespace, or over the limits. Everything else is classified: control characters, mojibake, zero-width
+and bidi marks, any script, emoji.
 
 The service changes one thing itself: a JSON ``\\uD800``-``\\uDFFF`` escape that is not half of a surrogate
 pair (a lone surrogate: no UTF-8 text can hold it, and msgspec refuses it) becomes U+FFFD, the replacement

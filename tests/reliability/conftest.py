@@ -14,7 +14,7 @@ from litestar import Litestar
 from litestar.types import Message, Receive, Scope, Send
 
 from service.app import create_app
-from service.controllers import runtime
+from service.infer import Infer
 from service.settings import Settings
 
 # `make fuzz` sets FUZZ_EXAMPLES=5000; `make test` uses the default.
@@ -32,7 +32,9 @@ class ReadyApp:
 
     def __init__(self, app: Litestar) -> None:
         self.app = app
-        self.runtime = runtime(app.state)
+        infer = app.state["infer"]
+        assert isinstance(infer, Infer)
+        self.infer = infer
         self.statuses: Counter[tuple[str, str, int]] = Counter()
         self.startups = 0
 
@@ -58,7 +60,7 @@ class ReadyApp:
                 deadline = time.monotonic() + READY_TIMEOUT_S
                 # "shutting_down" too: schemathesis ends the lifespan after every test item and starts it
                 # again on the next request, so the model loads again from that state.
-                while self.runtime.status in {"loading", "shutting_down"} and time.monotonic() < deadline:
+                while self.infer.status in {"loading", "shutting_down"} and time.monotonic() < deadline:
                     await asyncio.sleep(0.02)
             await send(message)
 

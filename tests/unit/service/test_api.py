@@ -399,6 +399,6 @@ def test_client_disconnect_mid_body_is_not_a_server_error(tiny_bundle_dir: Path)
     asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
     (start,) = [m for m in sent if m["type"] == "http.response.start"]
     assert start["status"] == 499
-    metrics = app.state["runtime"].metrics.exposition().decode()
+    metrics = app.state["metrics"].exposition().decode()
     assert 'textclf_errors_total{type="client_disconnected"} 1.0' in metrics
     assert 'status="500"' not in metrics

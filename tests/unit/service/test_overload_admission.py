@@ -97,11 +97,11 @@ def hold(client: TestClient[Any], engines: list[GatedEngine], count: int) -> lis
     ]
     for thread in threads:
         thread.start()
-    rt = client.app.state["runtime"]
+    infer = client.app.state["infer"]
     deadline = time.monotonic() + 20
-    while rt.batcher.pending < count and time.monotonic() < deadline:
+    while infer.pending < count and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert rt.batcher.pending == count
+    assert infer.pending == count
     assert engines[-1].entered.wait(20)
     return threads
 
