@@ -1,6 +1,7 @@
 """The shared core: what ``training``, ``export``, ``service`` and ``loadtest`` all rely on, in one place.
 
 - ``core.run_dir``: the training run directory, written by ``training`` and read by ``export``.
+- ``core.jsonl``: the one JSON-lines reader and writer (data cache, eval splits, load-test messages).
 - ``core.bundle``: the model bundle format, written by ``export`` and read by ``service``.
 - ``core.engine``: the ONNX Runtime engine, served by ``service`` and measured by ``export`` and ``loadtest``.
 - ``core.batching``: ``plan_batches`` and the default batch caps the service, the engine and the export's

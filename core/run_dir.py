@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from core.bundle import ProblemType
+from core.jsonl import JsonlError, read_jsonl, write_jsonl
 
 MODEL_DIR = "model"
 """The ``save_pretrained`` checkpoint: ``config.json`` (with ``id2label``), weights, tokenizer."""
@@ -64,19 +65,6 @@ RUN_DIR_FILES = (
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
-
-
-def write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """One JSON object per line (UTF-8, not ASCII-escaped), written to a side file and renamed into place.
-
-    The eval splits and ``training.data``'s prepared-split cache share this line format and this writer.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".partial")
-    with partial.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    partial.replace(path)
 
 
 def write_run_files(
@@ -162,13 +150,11 @@ def read_examples(path: Path) -> list[Example]:
     if not path.is_file():
         raise RunDirError(f"{path}: missing (the parity gate compares on it)")
     examples: list[Example] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RunDirError(f"{path}:{number}: not valid JSON: {exc}") from exc
+    try:
+        records = list(read_jsonl(path))
+    except JsonlError as exc:
+        raise RunDirError(str(exc)) from exc
+    for number, record in records:
         if "labels" in record:
             labels = tuple(str(label) for label in record["labels"])
         elif "label" in record:

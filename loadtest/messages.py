@@ -11,10 +11,11 @@ Order of preference:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from core.jsonl import JsonlError, read_jsonl
 
 DATA_CACHE = Path("artifacts/data/prepared/disaster_response-related/test.jsonl")
 SAMPLE_FILE = Path(__file__).with_name("sample_messages.jsonl")
@@ -47,21 +48,17 @@ def read_texts(path: Path, limit: int | None = None) -> list[str]:
             holds no text.
     """
     texts: list[str] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-            text = record.get("text") if isinstance(record, dict) else None
+    try:
+        for number, record in read_jsonl(path):
+            text = record.get("text")
             if not isinstance(text, str):
                 raise ValueError(f"{path}:{number}: expected an object with a string 'text' field")
             if text.strip():
                 texts.append(text)
             if limit is not None and len(texts) >= limit:
                 break
+    except JsonlError as exc:
+        raise ValueError(str(exc)) from exc  # names the file and the line
     if not texts:
         raise ValueError(f"{path}: no messages in file")
     return texts

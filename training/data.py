@@ -29,12 +29,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Required, TypedDict
+from typing import Required, TypedDict, cast
 
 import msgspec
 
 from core.bundle import sha256_file
-from core.run_dir import write_jsonl
+from core.jsonl import JsonlError, read_jsonl, write_jsonl
 from training.config import BUILTIN_DATASET, SPLITS, Config, ConfigError, DataConfig, load_config
 
 log = logging.getLogger("training.data")
@@ -222,19 +222,13 @@ def read_table(path: Path, encoding: str = "utf-8-sig") -> tuple[list[str], list
 def _read_jsonl(path: Path, encoding: str) -> tuple[list[str], list[dict[str, str]]]:
     columns: dict[str, None] = {}
     rows: list[dict[str, str]] = []
-    with path.open(encoding=encoding) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(path, f"not valid JSON: {error.msg}", row=number) from error
-            if not isinstance(record, dict):
-                raise DataError(path, "each line must be a JSON object", row=number)
+    try:
+        for _, record in read_jsonl(path, encoding):
             row = {str(k): _as_text(v) for k, v in record.items()}
             columns.update(dict.fromkeys(row))
             rows.append(row)
+    except JsonlError as error:
+        raise DataError(path, error.problem, row=error.line) from error
     return list(columns), rows
 
 
@@ -520,9 +514,9 @@ def _fingerprint(config: Config, source_sha256: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def read_jsonl(path: Path) -> list[ExampleRow]:
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+def read_prepared_split(path: Path) -> list[ExampleRow]:
+    """One split of the prepared cache (written by ``write_prepared``)."""
+    return [cast(ExampleRow, record) for _, record in read_jsonl(path)]
 
 
 def write_prepared(config: Config, prepared: Prepared) -> Path:
@@ -561,7 +555,7 @@ def load_prepared(config: Config, refresh: bool = False) -> Prepared:
                 task=meta["task"],
                 problem_type=meta["problem_type"],
                 labels=meta["labels"],
-                splits={name: read_jsonl(folder / f"{name}.jsonl") for name in SPLITS},
+                splits={name: read_prepared_split(folder / f"{name}.jsonl") for name in SPLITS},
                 dropped=meta["dropped"],
                 split_generated=meta["split_generated"],
                 unused_label_columns=meta.get("unused_label_columns", []),

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from core.jsonl import read_jsonl
 from tests.quality.conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.quality, pytest.mark.slow]
@@ -81,7 +82,7 @@ def _targets(rows: list[dict[str, Any]], labels: list[str]) -> np.ndarray:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [record for _, record in read_jsonl(path)]
 
 
 @pytest.mark.timeout(2400)

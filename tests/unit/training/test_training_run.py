@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
+from core.jsonl import read_jsonl
 from core.run_dir import RUN_DIR_FILES
 from training.__main__ import main as training_main
 from training.config import load_config
-from training.data import read_jsonl
 from training.train import class_weights, run
 
 pytestmark = pytest.mark.unit
@@ -134,7 +134,7 @@ def test_data_fingerprint(trained: Path) -> None:
     assert data["label_prior"] == pytest.approx({"not_related": 18 / 48, "related": 30 / 48})
     assert data["dropped"] == {"related=2": 2}
     assert data["thresholds"] is None
-    evaluated = read_jsonl(trained / "eval" / "test.jsonl")
+    evaluated = [record for _, record in read_jsonl(trained / "eval" / "test.jsonl")]
     assert len(evaluated) == 16
     assert set(evaluated[0]) == {"text", "label"}
 
@@ -194,7 +194,7 @@ def test_multi_label_run(
     saved = AutoConfig.from_pretrained(run_dir / "model")
     assert saved.problem_type == "multi_label_classification"
     assert list(saved.id2label.values()) == labels
-    assert set(read_jsonl(run_dir / "eval" / "test.jsonl")[0]) == {"text", "labels"}
+    assert set(next(read_jsonl(run_dir / "eval" / "test.jsonl"))[1]) == {"text", "labels"}
 
 
 def test_kaggle_config_on_a_small_csv(kaggle_csv: Path, tiny_bert_dir: Path, tmp_path: Path) -> None:
