@@ -788,7 +788,8 @@ class _TrainingLoop:
         """One pass over the loader, or until steps or time run out; True when early stopping says so."""
         cfg, total_steps, stop = self.cfg, self.schedule.total_steps, False
         epoch_start = time.perf_counter()
-        for indices in self.loader:
+        batches = len(self.loader)
+        for batch_number, indices in enumerate(self.loader, start=1):
             loss_value = self._step(indices)
             result.steps += 1
             step = result.steps
@@ -803,7 +804,10 @@ class _TrainingLoop:
             at_end = step >= total_steps or self.schedule.time_is_up
             if at_end and step < total_steps:
                 log.info("time budget of %.0f min used up at step %d", cfg.time_budget_minutes, step)
-            if cfg.eval_every_steps and step % cfg.eval_every_steps == 0 and not at_end:
+            # The epoch's last step is validated by ``run`` once the epoch ends: not here as well, where a second
+            # evaluation of the same weights would count as "no gain" and bring early stopping forward.
+            periodic = cfg.eval_every_steps and step % cfg.eval_every_steps == 0
+            if periodic and not at_end and batch_number < batches:
                 result.train_seconds += time.perf_counter() - epoch_start
                 stop = self.validate(step, epoch)
                 epoch_start = time.perf_counter()

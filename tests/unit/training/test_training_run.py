@@ -164,6 +164,16 @@ def test_early_stopping_keeps_the_best_epoch(related_config: Path, tmp_path: Pat
     assert training["best_epoch"] == 1
 
 
+def test_each_step_is_validated_once(related_config: Path, tmp_path: Path) -> None:
+    """A periodic evaluation that falls on an epoch's last step is the epoch's evaluation, not a second one
+    (a second evaluation of the same weights would count as "no gain" for early stopping)."""
+    config = load_config(related_config, ["train.epochs=2", "train.eval_every_steps=3"])
+    run_dir = run(config, tmp_path / "run")
+    assert run_dir is not None
+    assert _load(run_dir, "metrics.json")["training"]["steps"] == 12  # 48 rows, batch 8, 2 epochs
+    assert _load(run_dir, "history.json")["eval_step"] == [3, 6, 9, 12]
+
+
 def test_multi_label_run(
     write_config: Callable[..., Path], figure_eight_csv: Path, tiny_bert_multilabel_dir: Path, tmp_path: Path
 ) -> None:
