@@ -804,8 +804,8 @@ class _TrainingLoop:
             at_end = step >= total_steps or self.schedule.time_is_up
             if at_end and step < total_steps:
                 log.info("time budget of %.0f min used up at step %d", cfg.time_budget_minutes, step)
-            # The epoch's last step is validated by ``run`` once the epoch ends: not here as well, where a second
-            # evaluation of the same weights would count as "no gain" and bring early stopping forward.
+            # ``run`` validates the epoch's last step when the epoch ends; not here too: a second evaluation
+            # of the same weights would count as "no gain" and bring early stopping forward.
             periodic = cfg.eval_every_steps and step % cfg.eval_every_steps == 0
             if periodic and not at_end and batch_number < batches:
                 result.train_seconds += time.perf_counter() - epoch_start
