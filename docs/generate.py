@@ -211,6 +211,80 @@ def _delta(model: Any, baseline: Any) -> str:
     return signed(model - baseline)
 
 
+# -------------------- README: the quality summary
+
+PROFILES = ("quick", "full", "categories", "kaggle_tweets")
+"""The training profiles (``training/configs/<name>.yaml``) the README's quality table has one row for."""
+WHERE_NOT_RECIPE = frozenset(
+    {"runs_dir", "link_latest", "data.cache_dir", "data.path", "train.progress", "train.num_threads"}
+)
+"""Config keys that say where a run wrote, read or showed things, or how many threads it had: not what it
+trained. A run differing from its profile only in these is the profile as shipped."""
+
+
+def _flat(tree: JSON, prefix: str = "") -> JSON:
+    flat: JSON = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def profile_overrides(sources: Sources, run: Run) -> list[str] | None:
+    """The ``key=value`` settings where a run differs from its profile as shipped (``[]``: none), or None
+    when the run has no ``config.yaml`` or no profile of its name."""
+    import yaml
+
+    from training.config import load_config
+
+    match = RUN_STAMP.match(run.directory.name)
+    profile = sources.path(f"training/configs/{match.group(2)}.yaml") if match else None
+    config_path = run.directory / "config.yaml"
+    if profile is None or not profile.is_file() or not config_path.is_file():
+        return None
+    used = _flat(yaml.safe_load(config_path.read_text(encoding="utf-8")) or {})
+    data_path = used.get("data.path")
+    shipped = _flat(load_config(profile, [f"data.path={data_path}"] if data_path else []).to_dict())
+    keys = sorted((set(shipped) | set(used)) - WHERE_NOT_RECIPE)
+    return [f"{key}={used.get(key)}" for key in keys if shipped.get(key) != used.get(key)]
+
+
+def quality_summary_section(sources: Sources) -> str:
+    """One row per profile: its newest run as shipped (else its newest run, with the overrides named)."""
+    runs, _ = find_runs(sources)
+    rows: list[list[str]] = []
+    for name in PROFILES:
+        candidates = []
+        for run in reversed(runs):  # newest first
+            match = RUN_STAMP.match(run.directory.name)
+            if match and match.group(2) == name and isinstance(run.metrics.get("baseline"), dict):
+                candidates.append((run, profile_overrides(sources, run)))
+        if not candidates:
+            rows.append([f"`{name}`", "no finished run with a baseline", "", "", "", "", ""])
+            continue
+        run, overrides = next((c for c in candidates if c[1] == []), candidates[0])
+        test, base = run.metrics.get("test", {}), run.metrics["baseline"].get("test", {})
+        named = overrides if overrides is not None else ["config unknown"]
+        how = "as shipped" if overrides == [] else ", ".join(f"`{o}`" for o in named)
+        figures = [
+            f"{number(test.get(key))} vs {number(base.get(key))} ({_delta(test.get(key), base.get(key))})"
+            for key in QUALITY_KEYS
+        ]
+        rows.append([f"`{name}` (`{run.task}`)", f"`{shown_path(sources, run.directory)}`", how, *figures])
+    header = ["profile (task)", "run", "config", "F1", "macro-F1", "accuracy", "ROC-AUC"]
+    return "\n".join(
+        [
+            "Test split, fine-tuned model vs the TF-IDF + logistic-regression baseline fitted on the same "
+            "rows (margin). F1 is the positive class's (binary) or micro-F1 (`categories`). Source: each "
+            "run's `metrics.json`; every run in [docs/training.md](docs/training.md#measured-runs).",
+            "",
+            table(header, rows, "lllrrrr"),
+        ]
+    )
+
+
 # -------------------- export: speed report
 
 SYSTEMS = (
@@ -622,6 +696,7 @@ def training_options_section(sources: Sources) -> str:
 # -------------------- the writer
 
 SECTIONS: dict[str, dict[str, Renderer]] = {
+    "README.md": {"quality-summary": quality_summary_section},
     "docs/training.md": {
         "training-runs": training_runs_section,
         "training-options": training_options_section,

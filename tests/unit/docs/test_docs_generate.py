@@ -212,3 +212,36 @@ def test_a_document_without_its_markers_is_an_error(root: Path) -> None:
 
     with pytest.raises(generate.MarkerError, match=r"docs/performance\.md"):
         generate.generate(generate.Sources(root=root))
+
+
+def test_quality_summary_prefers_the_profile_as_shipped_and_names_overrides(root: Path) -> None:
+    from training.config import load_config
+
+    configs = Path(__file__).resolve().parents[3] / "training" / "configs"
+    (root / "training/configs").mkdir(parents=True)
+    for name in ("full", "categories"):
+        (root / f"training/configs/{name}.yaml").write_text((configs / f"{name}.yaml").read_text())
+
+    def write_run(folder: str, profile: str, overrides: list[str], f1: float) -> None:
+        run = root / "artifacts/quality-runs" / folder
+        config = load_config(configs / f"{profile}.yaml", [*overrides, f"runs_dir={run.parent}"])
+        (run / "config.yaml").parent.mkdir(parents=True)
+        (run / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+        baseline = {"test": split(0.900, 0.700, 0.800, 0.850)}
+        write_json(run / "metrics.json", {"test": split(f1, 0.750, 0.850, 0.900), "baseline": baseline})
+        write_json(run / "data.json", {"task": "related" if profile == "full" else "categories"})
+
+    write_run("a/20261201-100000-full", "full", [], 0.910)
+    write_run("b/20261201-110000-full", "full", ["train.epochs=2"], 0.950)  # newer, but not as shipped
+    write_run("c/20261201-120000-categories", "categories", ["train.class_weights=balanced"], 0.600)
+
+    section = generate.quality_summary_section(generate.Sources(root=root))
+
+    full = next(line for line in section.splitlines() if line.startswith("| `full`"))
+    assert "20261201-100000-full" in full
+    assert "as shipped" in full
+    assert "0.910 vs 0.900 (+0.010)" in full
+    categories = next(line for line in section.splitlines() if line.startswith("| `categories`"))
+    assert "`train.class_weights=balanced`" in categories
+    assert "0.600 vs 0.900 (-0.300)" in categories
+    assert "| `quick` | no finished run with a baseline |" in section
