@@ -219,7 +219,6 @@ class Batcher:
 
     async def _run_window(self, window: list[tuple[Job, int]]) -> None:
         lengths = [job.items[index].length for job, index in window]
-        loop = asyncio.get_running_loop()
         # Group by length with a per-run cost: one long text no longer pads many short ones to its length.
         plan = plan_batches(lengths, self.max_batch_size, self.max_batch_tokens, RUN_COST_TOKENS)
         for batch in plan:
@@ -230,43 +229,56 @@ class Batcher:
                 for job, _ in (window[i] for i in batch):
                     self._maybe_finish_abandoned(job)
                 continue
-            started = self.clock()
-            for job, _ in members:
-                if job.started_at is None:
-                    job.started_at = started
-                    if self.metrics is not None:
-                        self.metrics.queue_duration.observe(started - job.admitted_at)
-            tokens = [job.items[index] for job, index in members]
-            try:
-                scores = await loop.run_in_executor(self._executor, self.engine.infer, tokens)
-            except Exception as exc:
-                logger.error(
-                    "inference failed",
-                    exc_info=exc,
-                    extra={"fields": {"event": "inference_error", "batch_size": len(members)}},
-                )
-                for job, _ in members:
-                    self._fail(job, InternalError("inference failed; see the service log"))
-                continue
-            elapsed = self.clock() - started
-            if self.metrics is not None:
-                self.metrics.inference_duration.observe(elapsed)
-                self.metrics.batch_size.observe(len(members))
-                self.metrics.batch_tokens.observe(max(t.length for t in tokens) * len(tokens))
-            seen: set[int] = set()
-            for (job, index), row in zip(members, scores, strict=True):
-                if id(job) not in seen:
-                    job.inference_seconds += elapsed
-                    seen.add(id(job))
-                if job.finished:
-                    continue
-                assert job.scores is not None
-                job.scores[index] = row
-                job.remaining -= 1
-                if job.remaining == 0:
-                    self._resolve(job)
+            await self._run_batch(members)
         for job, _ in window:
             self._maybe_finish_abandoned(job)
+
+    async def _run_batch(self, members: list[tuple[Job, int]]) -> None:
+        """One engine run over the texts ``members`` name; their jobs get the scores, or the failure."""
+        started = self.clock()
+        self._mark_started(members, started)
+        tokens = [job.items[index] for job, index in members]
+        try:
+            loop = asyncio.get_running_loop()
+            scores = await loop.run_in_executor(self._executor, self.engine.infer, tokens)
+        except Exception as exc:
+            logger.error(
+                "inference failed",
+                exc_info=exc,
+                extra={"fields": {"event": "inference_error", "batch_size": len(members)}},
+            )
+            for job, _ in members:
+                self._fail(job, InternalError("inference failed; see the service log"))
+            return
+        elapsed = self.clock() - started
+        if self.metrics is not None:
+            self.metrics.inference_duration.observe(elapsed)
+            self.metrics.batch_size.observe(len(members))
+            self.metrics.batch_tokens.observe(max(t.length for t in tokens) * len(tokens))
+        self._deliver(members, scores, elapsed)
+
+    def _mark_started(self, members: list[tuple[Job, int]], started: float) -> None:
+        """A job's queue time ends when its first text enters a batch."""
+        for job, _ in members:
+            if job.started_at is None:
+                job.started_at = started
+                if self.metrics is not None:
+                    self.metrics.queue_duration.observe(started - job.admitted_at)
+
+    def _deliver(self, members: list[tuple[Job, int]], scores: np.ndarray, elapsed: float) -> None:
+        """Each score row to its job's slot; a job whose last text arrived is resolved."""
+        seen: set[int] = set()
+        for (job, index), row in zip(members, scores, strict=True):
+            if id(job) not in seen:
+                job.inference_seconds += elapsed
+                seen.add(id(job))
+            if job.finished:
+                continue
+            assert job.scores is not None
+            job.scores[index] = row
+            job.remaining -= 1
+            if job.remaining == 0:
+                self._resolve(job)
 
     def _maybe_finish_abandoned(self, job: Job) -> None:
         if job.abandoned and not job.finished and job.taken == len(job.items):

@@ -156,6 +156,14 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        self._check_ranges()
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise SettingsError(f"{_where('log_level')} must be one of {', '.join(LOG_LEVELS)}")
+        object.__setattr__(self, "log_level", self.log_level.upper())
+        self._resolve_api_key()
+
+    def _check_ranges(self) -> None:
+        """Every numeric setting within its range, or a SettingsError naming the flag and variable."""
         positive = ("max_batch_size", "max_batch_tokens", "queue_size", "max_text_chars", "max_items")
         for name in positive:
             if getattr(self, name) < 1:
@@ -168,18 +176,17 @@ class Settings:
             raise SettingsError(f"{_where('workers')} must be at least 1")
         if self.ort_threads < 0:
             raise SettingsError(f"{_where('ort_threads')} must be 0 (all cores) or more")
-        for name in ("max_wait_ms",):
-            if getattr(self, name) < 0:
-                raise SettingsError(f"{_where(name)} must not be negative")
+        if self.max_wait_ms < 0:
+            raise SettingsError(f"{_where('max_wait_ms')} must not be negative")
         for name in ("request_deadline_seconds", "shutdown_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_where(name)} must be positive")
         for name in ("port", "metrics_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise SettingsError(f"{_where(name)} must be a TCP port (0-65535)")
-        if self.log_level.upper() not in LOG_LEVELS:
-            raise SettingsError(f"{_where('log_level')} must be one of {', '.join(LOG_LEVELS)}")
-        object.__setattr__(self, "log_level", self.log_level.upper())
+
+    def _resolve_api_key(self) -> None:
+        """Read ``api_key_file`` into ``api_key`` (one of the two), and check the key's characters."""
         if self.api_key_file is not None:
             if self.api_key:
                 raise SettingsError(f"set one of {_where('api_key')} or {_where('api_key_file')}, not both")
