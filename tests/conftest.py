@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import REPO_ROOT
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "offline")
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +24,7 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random binary BERT checkpoint (config, weights, fast tokenizer), built once per session."""
-    from tests.fixtures.tiny_model import build_tiny_bert
+    from tests.support.tiny_model import build_tiny_bert
 
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
@@ -32,7 +32,7 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert_multilabel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random multi-label BERT checkpoint with four labels."""
-    from tests.fixtures.tiny_model import build_tiny_bert
+    from tests.support.tiny_model import build_tiny_bert
 
     return build_tiny_bert(
         tmp_path_factory.mktemp("tiny-bert-multi"),
@@ -76,7 +76,7 @@ _TINY_MULTILABEL_BUNDLE = BuildOnce("tiny multi-label bundle")
 @pytest.fixture(scope="session")
 def tiny_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A single-label (binary ``related``) bundle exported by the real exporter from the tiny BERT run."""
-    from tests.fixtures.bundles import build_tiny_bundle
+    from tests.support.bundles import build_tiny_bundle
 
     return _TINY_BUNDLE.get(lambda: build_tiny_bundle(tmp_path_factory.mktemp("tiny-bundle")))
 
@@ -84,7 +84,7 @@ def tiny_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_multilabel_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A multi-label (four categories, sigmoid, thresholds) bundle exported from the tiny BERT run."""
-    from tests.fixtures.bundles import build_tiny_bundle
+    from tests.support.bundles import build_tiny_bundle
 
     return _TINY_MULTILABEL_BUNDLE.get(
         lambda: build_tiny_bundle(tmp_path_factory.mktemp("tiny-multilabel-bundle"), multi_label=True)

@@ -30,9 +30,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import REPO_ROOT
+
 HERE = Path(__file__).resolve().parent
-WORK = REPO / "artifacts" / "compose-test"
+WORK = REPO_ROOT / "artifacts" / "compose-test"
 BASE_IMAGE = "textclf-standin/debian:bookworm"
 PYTHON_IMAGE = "textclf-standin/python:3.11-bookworm"
 STANDIN_LABEL = "org.textclf.standin"
@@ -249,7 +250,7 @@ class TorchIndex:
 
 
 def torch_pin() -> str:
-    for line in (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines():
+    for line in (REPO_ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
         if line.startswith("torch=="):
             return line.split("==", 1)[1].strip()
     raise RuntimeError("constraints.txt pins no torch")
@@ -268,7 +269,7 @@ def torch_index() -> Iterator[TorchIndex]:
     if not list(wheels.glob(f"torch-{pin}*.whl")):
         log(f"collecting torch=={pin} and its dependencies with this machine's pip configuration")
         run(
-            [sys.executable, "-m", "pip", "download", "-q", "-c", str(REPO / "constraints.txt"),
+            [sys.executable, "-m", "pip", "download", "-q", "-c", str(REPO_ROOT / "constraints.txt"),
              f"torch=={pin}", "-d", str(wheels)],
             WORK / "logs" / "pip-download-torch.log",
         )  # fmt: skip

@@ -28,10 +28,10 @@ from core.host import free_port
 from deploy import composefile
 from tests.compose import docker_env
 from tests.compose.docker_env import WORK, log
+from tests.support import REPO_ROOT
 
 pytestmark = [pytest.mark.compose, pytest.mark.slow, pytest.mark.timeout(3600)]
 
-REPO = docker_env.REPO
 PROJECT = "textclf-compose-test"  # never the user's `textclf` project: `down -v` deletes its volumes
 MODEL_NAME = "smoke"
 SERVICES_UP = ["trainer", "api", "prometheus"]  # grafana: no image can be had here
@@ -62,9 +62,11 @@ class Stack:
     def compose(self, *args: str, log_name: str | None = None, timeout: float = 1800) -> str:
         argv = [_compose_binary(), "-f", "docker-compose.yml", "-p", PROJECT, *args]
         if log_name:
-            docker_env.run(argv, WORK / "logs" / f"{log_name}.log", cwd=REPO, env=self.env, timeout=timeout)
+            docker_env.run(
+                argv, WORK / "logs" / f"{log_name}.log", cwd=REPO_ROOT, env=self.env, timeout=timeout
+            )
             return (WORK / "logs" / f"{log_name}.log").read_text(encoding="utf-8", errors="replace")
-        result = docker_env.run(argv, cwd=REPO, env=self.env, timeout=timeout)
+        result = docker_env.run(argv, cwd=REPO_ROOT, env=self.env, timeout=timeout)
         if result.returncode != 0:
             raise RuntimeError(f"docker compose {' '.join(args)} failed: {result.stdout}{result.stderr}")
         return result.stdout
@@ -189,7 +191,9 @@ def _build_images(stack: Stack, docker: str, index: docker_env.TorchIndex) -> No
         started = time.monotonic()
         log(f"docker build -f {dockerfile} -t {tag}")
         host_network = service == "trainer"  # reaches the torch index on 127.0.0.1
-        docker_env.build(docker, REPO / dockerfile, tag, REPO, build_args=args, network_host=host_network)
+        docker_env.build(
+            docker, REPO_ROOT / dockerfile, tag, REPO_ROOT, build_args=args, network_host=host_network
+        )
         stack.step(f"build {tag}", started)
         sizes[tag] = docker_env.image_size_mb(docker, tag)
     stack.report["image_sizes_mb"] = sizes

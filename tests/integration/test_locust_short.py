@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from loadtest.exit_codes import ExitCode
-from tests.fixtures.server import ServiceProcess, run_service
+from tests.support import REPO_ROOT
+from tests.support.server import ServiceProcess, run_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 LOOSE_SLO = """
 max_failure_ratio: 0.0
 min_throughput_rps: 5

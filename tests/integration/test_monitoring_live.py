@@ -26,7 +26,7 @@ from deploy.prometheus import RunningPrometheus, run_prometheus
 from monitoring.grafana import generate as dashboard_generate
 from monitoring.grafana import queries
 from monitoring.prometheus import generate as rules_generate
-from tests.fixtures.server import ServiceProcess, run_service
+from tests.support.server import ServiceProcess, run_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

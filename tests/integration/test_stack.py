@@ -28,13 +28,12 @@ import pytest
 from core.host import free_port
 from core.process import NotReadyError, http_ok, wait_until
 from core.service_command import service_command
+from tests.support import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 needs_prometheus = pytest.mark.skipif(
     shutil.which("prometheus") is None, reason="needs Debian's prometheus (make system-deps)"
 )
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def get_json(url: str) -> Any:
@@ -93,7 +92,7 @@ def start_stack(tmp_path: Path, model_dir: Path, ready_timeout: float = 60) -> S
                 "--ready-timeout",
                 str(ready_timeout),
             ],
-            cwd=REPO,
+            cwd=REPO_ROOT,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -207,14 +206,14 @@ def test_service_runs_with_a_read_only_root_and_a_tmp_tmpfs(
         bundle = shutil.copytree(tiny_bundle_dir, outside_tmp / "bundle")
         # A checkout (and its .venv) under /tmp would vanish under the tmpfs: then the writable tmpfs goes on
         # an empty folder instead, and TMPDIR/HOME point there, which still proves "writes only to TMPDIR".
-        under_tmp = any(Path(p).resolve().is_relative_to("/tmp") for p in (REPO, sys.prefix))
+        under_tmp = any(Path(p).resolve().is_relative_to("/tmp") for p in (REPO_ROOT, sys.prefix))
         writable = outside_tmp / "scratch" if under_tmp else Path("/tmp")
         writable.mkdir(exist_ok=True)
         port = free_port()
         script = (
             "mount -o remount,bind,ro / && "
             f"mount -t tmpfs -o size=64m,mode=1777 tmpfs {writable} || exit 98\n"
-            f"touch {REPO}/.read-only-probe 2>/dev/null && exit 99\n"
+            f"touch {REPO_ROOT}/.read-only-probe 2>/dev/null && exit 99\n"
             f"cd {writable} && exec env PYTHONDONTWRITEBYTECODE=1 HOME={writable} TMPDIR={writable} "
             f"{shlex.join(service_command(bundle, port, workers=workers))}\n"
         )
@@ -246,6 +245,6 @@ def test_service_runs_with_a_read_only_root_and_a_tmp_tmpfs(
         log = log_path.read_text(encoding="utf-8", errors="replace")
         assert "Read-only file system" not in log
         assert "Traceback" not in log
-        assert not (REPO / ".read-only-probe").exists()
+        assert not (REPO_ROOT / ".read-only-probe").exists()
     finally:
         shutil.rmtree(outside_tmp, ignore_errors=True)

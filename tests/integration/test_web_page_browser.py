@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.bundle import load_bundle
-from tests.fixtures.server import run_service
+from tests.support.server import run_service
 
 pytestmark = pytest.mark.integration
 

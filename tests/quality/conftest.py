@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support import REPO_ROOT
+
 QUICK_CONFIG = REPO_ROOT / "training" / "configs" / "quick.yaml"
 RUN_DIR_ENV = "TEXTCLF_QUALITY_RUN_DIR"
 

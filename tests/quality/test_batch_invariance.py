@@ -27,12 +27,12 @@ import pytest
 from core.bundle import load_bundle
 from core.engine import OnnxEngine
 from export.parity import batch_invariance
-from tests.fixtures.server import ServiceProcess, run_service
+from tests.support import REPO_ROOT
+from tests.support.server import ServiceProcess, run_service
 from training.data import CSV_FILE, ensure_disaster_response, read_table
 
 pytestmark = [pytest.mark.quality, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = 600
 LOADED_MESSAGES = 200
 BACKGROUND_CLIENTS = 8

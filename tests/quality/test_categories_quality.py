@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from core.jsonl import read_jsonl
-from tests.quality.conftest import REPO_ROOT
+from tests.support import REPO_ROOT
 
 pytestmark = [pytest.mark.quality, pytest.mark.slow]
 

@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from tests.unit.service.conftest import serve
+from tests.support import REPO_ROOT
+from tests.support.app import serve
 from training.data import CSV_FILE, ensure_disaster_response, read_table
 
 pytestmark = [pytest.mark.quality, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_ITEMS = 64
 INJECTED_MESSAGES = 600
 SEED = 13

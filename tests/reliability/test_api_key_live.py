@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.server import run_service
+from tests.support.server import run_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

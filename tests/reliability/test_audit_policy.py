@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from tests.support import REPO_ROOT
+
 pytestmark = pytest.mark.unit
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / ".ci" / "audit.sh"
 
 

@@ -31,7 +31,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
-from tests.reliability.conftest import FUZZ_EXAMPLES, LateApp, ReadyApp, openapi_schema, ready_app
+from tests.support.fuzz import FUZZ_EXAMPLES, LateApp, ReadyApp, openapi_schema, ready_app
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow]
 

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from core.bundle import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, sha256_file
-from tests.fixtures.server import ServiceProcess, run_service
+from tests.support.server import ServiceProcess, run_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

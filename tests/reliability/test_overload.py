@@ -23,7 +23,7 @@ from loadtest.client import run_async
 from loadtest.loadgen import encode_json
 from loadtest.messages import load_messages
 from loadtest.promises import overload
-from tests.fixtures.server import run_service
+from tests.support.server import run_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

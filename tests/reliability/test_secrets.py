@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import REPO_ROOT
+
 pytestmark = pytest.mark.unit
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_BYTES = 2_000_000
 DASHES = "-" * 5
 

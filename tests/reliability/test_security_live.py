@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.fixtures.server import ServiceProcess, run_service
+from tests.support.server import ServiceProcess, run_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.server import ServiceProcess, run_service
+from tests.support.server import ServiceProcess, run_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

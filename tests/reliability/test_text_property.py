@@ -33,8 +33,8 @@ from litestar.testing import TestClient
 
 from core.bundle import load_bundle
 from core.engine import OnnxEngine
-from tests.reliability.conftest import FUZZ_EXAMPLES
-from tests.unit.service.conftest import serve
+from tests.support.app import serve
+from tests.support.fuzz import FUZZ_EXAMPLES
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow]
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import REPO_ROOT
+
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[2]
 
 ALLOWED: dict[str, frozenset[str]] = {
     "core": frozenset({"core"}),
@@ -35,7 +36,7 @@ OURS = frozenset(ALLOWED)
 
 
 def module_name(path: Path) -> str:
-    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    parts = list(path.relative_to(REPO_ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -61,7 +62,7 @@ def imported_modules(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def python_files(package: str) -> list[Path]:
-    return sorted(p for p in (REPO / package).rglob("*.py") if "__pycache__" not in p.parts)
+    return sorted(p for p in (REPO_ROOT / package).rglob("*.py") if "__pycache__" not in p.parts)
 
 
 def violations(path: Path) -> list[str]:
@@ -72,7 +73,7 @@ def violations(path: Path) -> list[str]:
         top = imported.split(".")[0]
         if top in OURS and top not in ALLOWED[own]:
             found.append(
-                f"{module_name(path)} ({path.relative_to(REPO)}:{line}) imports {imported}; "
+                f"{module_name(path)} ({path.relative_to(REPO_ROOT)}:{line}) imports {imported}; "
                 f"{own} may import only {sorted(ALLOWED[own])}"
             )
     return found
@@ -88,13 +89,13 @@ def test_package_imports_only_what_the_layering_allows(package: str) -> None:
 
 def test_every_top_level_package_has_a_rule() -> None:
     """A new package must be placed in the layering before it can import (or be imported by) the others."""
-    packages = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"tests", "docs"}
+    packages = {p.parent.name for p in REPO_ROOT.glob("*/__init__.py")} - {"tests", "docs"}
     assert packages <= OURS, f"no import rule for {sorted(packages - OURS)}"
 
 
 def test_a_stage_importing_another_stage_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The check names the module, the line and the import (both plain and lazy, absolute and relative)."""
-    monkeypatch.setattr(f"{__name__}.REPO", tmp_path)
+    monkeypatch.setattr(f"{__name__}.REPO_ROOT", tmp_path)
     (tmp_path / "service").mkdir()
     (tmp_path / "service" / "__init__.py").write_text("", encoding="utf-8")
     offender = tmp_path / "service" / "app.py"
@@ -115,7 +116,7 @@ def test_a_stage_importing_another_stage_is_named(tmp_path: Path, monkeypatch: p
 def test_relative_imports_resolve_inside_their_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(f"{__name__}.REPO", tmp_path)
+    monkeypatch.setattr(f"{__name__}.REPO_ROOT", tmp_path)
     (tmp_path / "export").mkdir()
     module = tmp_path / "export" / "pipeline.py"
     module.write_text(

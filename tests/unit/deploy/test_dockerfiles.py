@@ -21,14 +21,15 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.support import REPO_ROOT
+
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[3]
 VENV_BIN = Path(sys.executable).parent
-SERVICE = REPO / "service/Dockerfile"
-TRAINING = REPO / "training/Dockerfile"
-LOADTEST = REPO / "deploy/docker/loadtest.Dockerfile"
-MODEL = REPO / "deploy/docker/model.Dockerfile"
+SERVICE = REPO_ROOT / "service/Dockerfile"
+TRAINING = REPO_ROOT / "training/Dockerfile"
+LOADTEST = REPO_ROOT / "deploy/docker/loadtest.Dockerfile"
+MODEL = REPO_ROOT / "deploy/docker/model.Dockerfile"
 DOCKERFILES = [SERVICE, TRAINING, LOADTEST, MODEL]
 HEAVY = {"torch", "transformers", "optimum", "optimum-onnx", "sentence-transformers", "tensorflow", "jax"}
 
@@ -94,7 +95,7 @@ def copy_sources(instructions: list[Instruction]) -> list[str]:
 def dockerignore_patterns(dockerfile: Path) -> list[str]:
     """BuildKit reads ``<Dockerfile>.dockerignore`` next to the Dockerfile first, else the context's."""
     specific = dockerfile.with_name(dockerfile.name + ".dockerignore")
-    path = specific if specific.is_file() else REPO / ".dockerignore"
+    path = specific if specific.is_file() else REPO_ROOT / ".dockerignore"
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     return [line for line in lines if line and not line.startswith("#")]
 
@@ -113,7 +114,7 @@ def ignored(relative: str, patterns: list[str]) -> bool:
     return verdict
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_hadolint_passes(dockerfile: Path) -> None:
     hadolint = VENV_BIN / "hadolint"
     binary = str(hadolint) if hadolint.exists() else shutil.which("hadolint")
@@ -136,7 +137,7 @@ def test_hadolint_catches_a_known_mistake(tmp_path: Path) -> None:
     assert "DL3007" in result.stdout  # "Using latest is prone to errors"
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_copied_paths_exist_and_are_in_the_build_context(dockerfile: Path) -> None:
     instructions = parse(dockerfile)
     patterns = dockerignore_patterns(dockerfile)
@@ -145,7 +146,7 @@ def test_copied_paths_exist_and_are_in_the_build_context(dockerfile: Path) -> No
         source = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], raw)
         if source.startswith("models/"):
             continue  # produced by `make export`; the model image is built after it
-        assert (REPO / source).exists(), f"{dockerfile.name}: COPY {source} does not exist"
+        assert (REPO_ROOT / source).exists(), f"{dockerfile.name}: COPY {source} does not exist"
         assert not ignored(source, patterns), f"{dockerfile.name}: COPY {source} is excluded by .dockerignore"
 
 
@@ -164,7 +165,7 @@ def test_dockerignore_keeps_secrets_and_artifacts_out() -> None:
     assert not ignored("README.md", patterns), "pip install . reads README.md (pyproject readme)"
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_base_images_are_pinned_to_a_version(dockerfile: Path) -> None:
     instructions = parse(dockerfile)
     for instruction in instructions:
@@ -179,7 +180,7 @@ def test_base_images_are_pinned_to_a_version(dockerfile: Path) -> None:
             assert tag.startswith("3.11."), "the project requires Python 3.11"
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_runs_as_a_fixed_non_root_user(dockerfile: Path) -> None:
     users = [i.args for i in final_stage(parse(dockerfile)) if i.keyword == "USER"]
     assert users, f"{dockerfile.name} runs as root"
@@ -243,7 +244,7 @@ def _closure(requirements: list[str], extras_env: dict[str, str]) -> set[str]:
 
 def test_serve_extra_pulls_no_torch_or_transformers() -> None:
     """The api image's dependencies (core + serve, resolved from installed metadata) hold no ML framework."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     closure = _closure(
         project["dependencies"] + project["optional-dependencies"]["serve"], dict(default_environment())
     )
@@ -258,7 +259,7 @@ def test_closure_would_notice_a_heavy_dependency() -> None:
 
 def test_training_image_takes_cpu_torch_at_the_pinned_version() -> None:
     instructions = parse(TRAINING)
-    pinned = re.search(r"^torch==(\S+)$", (REPO / "constraints.txt").read_text(encoding="utf-8"), re.M)
+    pinned = re.search(r"^torch==(\S+)$", (REPO_ROOT / "constraints.txt").read_text(encoding="utf-8"), re.M)
     assert pinned
     runs = " ".join(i.args for i in instructions if i.keyword == "RUN")
     assert f"torch=={pinned.group(1)}" in runs
@@ -299,7 +300,7 @@ def test_locust_entrypoint_switches_on_loadtest_mode(tmp_path: Path, mode: str, 
         "LOADTEST_DURATION": "10s",
     }
     result = subprocess.run(
-        ["sh", str(REPO / "deploy/docker/locust-entrypoint.sh")],
+        ["sh", str(REPO_ROOT / "deploy/docker/locust-entrypoint.sh")],
         env=env,
         capture_output=True,
         text=True,
@@ -312,7 +313,7 @@ def test_locust_entrypoint_switches_on_loadtest_mode(tmp_path: Path, mode: str, 
 def test_locust_entrypoint_rejects_an_unknown_mode(tmp_path: Path) -> None:
     env = {"PATH": f"{_fake_bin(tmp_path)}:{os.environ['PATH']}", "LOADTEST_MODE": "fast"}
     result = subprocess.run(
-        ["sh", str(REPO / "deploy/docker/locust-entrypoint.sh")],
+        ["sh", str(REPO_ROOT / "deploy/docker/locust-entrypoint.sh")],
         env=env,
         capture_output=True,
         text=True,
@@ -328,7 +329,7 @@ INTERNAL = {"core", "service", "export", "training", "loadtest", "deploy", "moni
 
 
 def _module_file(module: str) -> Path | None:
-    base = REPO / Path(*module.split("."))
+    base = REPO_ROOT / Path(*module.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate
@@ -435,7 +436,7 @@ def test_image_dependencies_cover_what_its_code_imports(extras: list[str], entry
     """A module imported at run time but missing from the image's extra fails in the container, not here —
     unless this test catches it: the imports reachable from each image's entry points must all be installed
     by core + that extra (resolved from the installed metadata)."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     requirements = project["dependencies"] + [r for e in extras for r in project["optional-dependencies"][e]]
     closure = _closure(requirements, dict(default_environment()))
     imported = _third_party_imports(entry_modules)
@@ -511,7 +512,7 @@ def project_closure(entry_modules: list[str]) -> set[str]:
         path = _module_file(module)
         if path is None:
             continue  # `from package import name` where name is not a module
-        files.add(str(path.relative_to(REPO)))
+        files.add(str(path.relative_to(REPO_ROOT)))
         parts = module.split(".")
         todo.extend((".".join(parts[:i]), False) for i in range(1, len(parts)))
         if run_as_main and path.name == "__init__.py":
@@ -536,7 +537,7 @@ def entry_modules(dockerfile_text: str) -> list[str]:
         for instruction in final:
             words = [w for w in instruction.args.split() if not w.startswith("--")]
             if instruction.keyword == "COPY" and words and words[-1] == script:
-                body = (REPO / words[0]).read_text(encoding="utf-8")
+                body = (REPO_ROOT / words[0]).read_text(encoding="utf-8")
                 modules += PYTHON_M.findall(body)
                 modules += [f.removesuffix(".py").replace("/", ".") for f in LOCUST_F.findall(body)]
     return modules
@@ -560,10 +561,10 @@ def uncopied_files(dockerfile_text: str, dockerfile: Path) -> set[str]:
 PYTHON_IMAGES = [SERVICE, TRAINING, LOADTEST]
 
 
-@pytest.mark.parametrize("dockerfile", PYTHON_IMAGES, ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize("dockerfile", PYTHON_IMAGES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_image_copies_the_code_its_entry_point_runs(dockerfile: Path) -> None:
     missing = uncopied_files(dockerfile.read_text(encoding="utf-8"), dockerfile)
-    assert not missing, f"{dockerfile.relative_to(REPO)} runs {sorted(missing)} but does not COPY them"
+    assert not missing, f"{dockerfile.relative_to(REPO_ROOT)} runs {sorted(missing)} but does not COPY them"
 
 
 def test_trainer_closure_follows_child_processes_and_cross_package_imports() -> None:

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import REPO_ROOT
+
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[3]
-SCRIPT = REPO / ".ci" / "install-torch.sh"
+SCRIPT = REPO_ROOT / ".ci" / "install-torch.sh"
 INDEX = "https://download.pytorch.org/whl/cpu"
 
 FAKE_PIP = r"""
@@ -119,14 +120,14 @@ def test_installed_cpu_torch_means_no_pip_call(tmp_path: Path) -> None:
 
 
 def test_makefile_installs_torch_first_from_an_overridable_cpu_index() -> None:
-    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
     assert "TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu" in makefile
     torch_step = makefile.index("bash .ci/install-torch.sh $(PY) $(TORCH_VERSION) $(TORCH_INDEX_URL)")
     assert torch_step < makefile.index('-e ".[$(EXTRAS)]"')
     pinned = subprocess.run(
         ["make", "-s", "--no-print-directory", "-f", "-", "show"],
         input=makefile.split("\n.PHONY: help")[0] + "\nshow:\n\t@echo $(TORCH_VERSION)\n",
-        cwd=REPO,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         check=False,

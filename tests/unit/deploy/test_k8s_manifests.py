@@ -11,10 +11,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.support import REPO_ROOT
+
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[3]
-K8S = REPO / "deploy/k8s"
+K8S = REPO_ROOT / "deploy/k8s"
 # The newest schemas kubernetes-validate bundles, and the oldest release the manifests target
 # (the native preStop `sleep` action is on by default from 1.30).
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
@@ -188,7 +189,7 @@ def test_service_hpa_and_pdb_select_the_deployment(default_set: dict[str, Any], 
 
 
 def test_api_image_tag_is_the_project_version(api: dict[str, Any]) -> None:
-    version = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
     assert api["image"].endswith(f"/textclf-api:{version}")
 
 
@@ -200,6 +201,6 @@ def test_queue_time_autoscaling_option_is_wired_to_a_real_metric() -> None:
     pods_metric = next(m for m in hpa["spec"]["metrics"] if m["type"] == "Pods")
     assert pods_metric["pods"]["metric"]["name"] == rule["name"]["as"]
     series = set(re.findall(r"(textclf_[a-z_]+?)_(?:sum|count)\{", rule["metricsQuery"]))
-    contract = (REPO / "docs/contracts.md").read_text(encoding="utf-8")
+    contract = (REPO_ROOT / "docs/contracts.md").read_text(encoding="utf-8")
     assert series == {"textclf_queue_duration_seconds"}
     assert "`textclf_queue_duration_seconds`" in contract

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from docs import generate
+from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -217,7 +218,7 @@ def test_a_document_without_its_markers_is_an_error(root: Path) -> None:
 def test_quality_summary_prefers_the_profile_as_shipped_and_names_overrides(root: Path) -> None:
     from training.config import load_config
 
-    configs = Path(__file__).resolve().parents[3] / "training" / "configs"
+    configs = REPO_ROOT / "training" / "configs"
     (root / "training/configs").mkdir(parents=True)
     for name in ("full", "categories"):
         (root / f"training/configs/{name}.yaml").write_text((configs / f"{name}.yaml").read_text())

@@ -16,7 +16,7 @@ from export import pipeline
 from export.__main__ import EXIT_BAD_RUN, EXIT_EXISTS, EXIT_GATE_FAILED, main
 from export.parity import GateThresholds, gate_failures
 from export.quantize import ISA_SETTINGS
-from tests.fixtures.runs import build_tiny_run_dir
+from tests.support.runs import build_tiny_run_dir
 
 pytestmark = pytest.mark.unit
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from loadtest import infinity
+from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -113,7 +114,7 @@ def test_constraints_pin_everything_and_keep_the_cpu_torch() -> None:
     # Same ONNX Runtime stack as the service, so the comparison measures serving, not kernels.
     ours = dict(
         line.split("==", 1)
-        for line in (Path(__file__).parents[3] / "constraints.txt").read_text().splitlines()
+        for line in (REPO_ROOT / "constraints.txt").read_text().splitlines()
         if "==" in line and not line.startswith("#")
     )
     for name in ("onnxruntime", "optimum", "transformers", "tokenizers"):

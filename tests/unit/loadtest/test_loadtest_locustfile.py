@@ -8,13 +8,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.support import REPO_ROOT
+
 pytestmark = pytest.mark.unit
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 PROBE = """
 import json, sys
 import loadtest.locustfile as locustfile

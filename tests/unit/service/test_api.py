@@ -18,7 +18,7 @@ from core.engine import Engine, OnnxEngine
 from core.host import free_port
 from service.app import create_app
 from service.settings import Settings
-from tests.unit.service.conftest import serve, wait_until
+from tests.support.app import serve, wait_until
 
 pytestmark = pytest.mark.unit
 

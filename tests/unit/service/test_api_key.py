@@ -19,7 +19,8 @@ from litestar.testing import TestClient
 
 from core.host import free_port
 from service.logging import JsonFormatter
-from tests.unit.service.conftest import serve
+from tests.support import REPO_ROOT
+from tests.support.app import serve
 
 pytestmark = pytest.mark.unit
 
@@ -194,9 +195,6 @@ def test_settings_repr_and_info_hide_the_key(keyed: TestClient[Any]) -> None:
     assert KEY not in repr(Settings(api_key=KEY))
     info = keyed.get("/info", headers=bearer(KEY)).json()
     assert KEY not in str(info)
-
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_kubernetes_reads_the_key_from_an_optional_secret() -> None:

@@ -6,35 +6,14 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from litestar.testing import TestClient
 
-from core.bundle import Bundle
-from core.engine import Engine, OnnxEngine
-from service.settings import Settings
-from tests.unit.service.conftest import serve
-from tests.unit.service.fakes import GatedEngine
+from tests.support.app import rejection_count, serve
+from tests.support.fakes import GatedEngine, gated_factory
 
 pytestmark = pytest.mark.unit
-
-
-def gated_factory(gate: threading.Event, engines: list[GatedEngine]) -> Any:
-    def factory(bundle: Bundle, settings: Settings) -> Engine:
-        engine = GatedEngine(OnnxEngine(bundle), gate)
-        engines.append(engine)
-        return engine
-
-    return factory
-
-
-def rejection_count(client: TestClient[Any], reason: str) -> float:
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith(f'textclf_rejections_total{{reason="{reason}"}}'):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(reason)
 
 
 @pytest.mark.parametrize("k", [1, 3])

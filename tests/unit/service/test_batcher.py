@@ -12,7 +12,7 @@ import pytest
 from core.bundle import load_bundle
 from service.batcher import Batcher
 from service.errors import QueueFullError, ShuttingDownError
-from tests.unit.service.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from tests.unit.service.conftest import serve
+from tests.support.app import serve
 
 pytestmark = pytest.mark.unit
 

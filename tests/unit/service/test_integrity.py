@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.service.conftest import serve
+from tests.support.app import serve
 
 pytestmark = pytest.mark.unit
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from service.logging import JsonFormatter
-from tests.unit.service.conftest import serve
+from tests.support.app import serve
 
 pytestmark = pytest.mark.unit
 

@@ -19,9 +19,8 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from tests.unit.service.conftest import serve
-from tests.unit.service.fakes import GatedEngine
-from tests.unit.service.test_backpressure import gated_factory, rejection_count
+from tests.support.app import rejection_count, serve
+from tests.support.fakes import GatedEngine, gated_factory
 
 pytestmark = pytest.mark.unit
 

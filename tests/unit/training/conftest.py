@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.fixtures.data import write_figure_eight_csv, write_kaggle_csv
+from tests.support.data import write_figure_eight_csv, write_kaggle_csv
 
 
 @pytest.fixture

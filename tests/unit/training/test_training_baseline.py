@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.support import REPO_ROOT
 from training.baseline import comparison_lines, fit_baseline
 from training.config import load_config
 from training.evaluate import shift_binary_scores, tune_decision_threshold
@@ -18,7 +19,7 @@ from training.train import encode_labels, run
 
 pytestmark = pytest.mark.unit
 
-CONFIGS = Path(__file__).resolve().parents[3] / "training" / "configs"
+CONFIGS = REPO_ROOT / "training" / "configs"
 
 NEEDS = {
     "water": ["we need clean water", "no drinking water here", "water is finished", "thirsty no water"],

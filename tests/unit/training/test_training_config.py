@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import REPO_ROOT
 from training.config import (
     DEFAULT_BASE_MODEL,
     Config,
@@ -18,7 +19,7 @@ from training.config import (
 
 pytestmark = pytest.mark.unit
 
-CONFIGS = Path(__file__).resolve().parents[3] / "training" / "configs"
+CONFIGS = REPO_ROOT / "training" / "configs"
 
 
 @pytest.mark.parametrize("name", ["quick", "full", "categories", "kaggle_tweets"])

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.data import (
+from tests.support import REPO_ROOT
+from tests.support.data import (
     figure_eight_rows,
     kaggle_rows,
     write_figure_eight_csv,
@@ -35,7 +36,7 @@ from training.data import (
 
 pytestmark = pytest.mark.unit
 
-CONFIGS = Path(__file__).resolve().parents[3] / "training" / "configs"
+CONFIGS = REPO_ROOT / "training" / "configs"
 
 
 def _sha(data: bytes) -> str:

@@ -14,13 +14,14 @@ import yaml
 
 from core.jsonl import read_jsonl
 from core.run_dir import RUN_DIR_FILES
+from tests.support import REPO_ROOT
 from training.__main__ import main as training_main
 from training.config import load_config
 from training.train import class_weights, run
 
 pytestmark = pytest.mark.unit
 
-CONFIGS = Path(__file__).resolve().parents[3] / "training" / "configs"
+CONFIGS = REPO_ROOT / "training" / "configs"
 SINGLE_LABEL_KEYS = {"accuracy", "precision", "recall", "f1", "roc_auc", "confusion_matrix"}
 
 
@@ -31,7 +32,7 @@ def _load(run_dir: Path, name: str) -> Any:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> Path:
     """One small run shared by the tests that only read its run directory."""
-    from tests.fixtures.data import write_figure_eight_csv
+    from tests.support.data import write_figure_eight_csv
 
     root = tmp_path_factory.mktemp("trained")
     csv_path = write_figure_eight_csv(root / "messages.csv")

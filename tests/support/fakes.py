@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +23,10 @@ from core.bundle import (
     checksum_files,
     write_manifest,
 )
-from core.engine import Engine, Prediction, Tokenized, sigmoid, softmax
+from core.engine import Engine, OnnxEngine, Prediction, Tokenized, sigmoid, softmax
 from core.engine import TextTooLongError as EngineTextTooLongError
-from tests.fixtures.tiny_model import vocabulary
+from service.settings import Settings
+from tests.support.tiny_model import vocabulary
 
 SINGLE_LABELS = ["not_related", "related"]
 MULTI_LABELS = ["request", "water", "food", "shelter"]
@@ -148,3 +149,15 @@ class GatedEngine:
 
     def postprocess(self, scores: np.ndarray) -> list[Prediction]:
         return self.inner.postprocess(scores)
+
+
+def gated_factory(gate: threading.Event, engines: list[GatedEngine]) -> Callable[[Bundle, Settings], Engine]:
+    """An engine factory for ``create_app`` that wraps each real engine in a ``GatedEngine`` on ``gate`` and
+    records it in ``engines``."""
+
+    def factory(bundle: Bundle, settings: Settings) -> Engine:
+        engine = GatedEngine(OnnxEngine(bundle), gate)
+        engines.append(engine)
+        return engine
+
+    return factory

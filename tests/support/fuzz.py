@@ -1,5 +1,5 @@
-"""Helpers for the reliability tests: in-process apps that are ready before the first request, and counts of
-what they answered."""
+"""Helpers for the fuzz tests: in-process apps that are ready before the first request, and counts of what
+they answered."""
 
 from __future__ import annotations
 
