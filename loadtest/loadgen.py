@@ -1,4 +1,4 @@
-"""Load generators for the soak and overload runs (``loadtest.soak``, ``tests/reliability/test_overload.py``).
+"""Load generators for the soak and overload runs (``loadtest.soak``, ``tests/integration/test_overload.py``).
 
 ``closed_loop`` measures saturation: workers that each send the next request when the previous one is
 answered. ``open_loop`` offers a fixed arrival rate whatever the answers take. ``probe_latencies`` and

@@ -23,7 +23,7 @@ A soak run:
 
 The pieces live in modules of their own: the HTTP client (``loadtest.client``), the load generators
 (``loadtest.loadgen``), the RSS sampler (``loadtest.memory``), the scenarios and their verdicts
-(``loadtest.promises``, shared with ``tests/reliability/test_overload.py``). This module is the command and
+(``loadtest.promises``, shared with ``tests/integration/test_overload.py``). This module is the command and
 its report.
 """
 

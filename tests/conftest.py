@@ -1,4 +1,5 @@
-"""Shared fixtures. Every test runs offline: the Hugging Face Hub is off before anything imports it."""
+"""Shared fixtures, and the rule that a test's folder decides its marker. Every test runs offline: the Hugging
+Face Hub is off before anything imports it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,47 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "offline")
+
+TESTS_DIR = Path(__file__).resolve().parent
+# tests/<folder>/... -> marker. ``slow`` (and ``timeout``) stay per test: they cut across the folders.
+FOLDER_MARKERS = {
+    "unit": "unit",
+    "fuzz": "fuzz",
+    "integration": "integration",
+    "quality": "quality",
+    "compose": "compose",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test with its folder's marker, so ``-m unit`` and ``tests/unit`` select the same tests.
+
+    A test outside these folders, or one that carries another folder's marker, stops the collection: it would
+    otherwise run in a make target that does not run its folder, or in none.
+    """
+    problems = []
+    for item in items:
+        try:
+            relative = item.path.resolve().relative_to(TESTS_DIR)
+        except ValueError:  # a path outside tests/ given on the command line: not ours to mark
+            continue
+        folder = relative.parts[0] if len(relative.parts) > 1 else ""
+        marker = FOLDER_MARKERS.get(folder)
+        if marker is None:
+            problems.append(f"{item.nodeid}: not in one of the folders tests/{{{','.join(FOLDER_MARKERS)}}}")
+            continue
+        others = sorted({m.name for m in item.iter_markers() if m.name in FOLDER_MARKERS.values()} - {marker})
+        if others:
+            problems.append(
+                f"{item.nodeid}: marked {', '.join(others)} but in tests/{folder}/ (marker {marker})"
+            )
+            continue
+        item.add_marker(marker)
+    if problems:
+        raise pytest.UsageError(
+            "a test's folder decides its marker; move these tests:\n  " + "\n  ".join(problems)
+        )
 
 
 @pytest.fixture(scope="session")

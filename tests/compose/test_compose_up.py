@@ -30,7 +30,7 @@ from tests.compose import docker_env
 from tests.compose.docker_env import WORK, log
 from tests.support import REPO_ROOT
 
-pytestmark = [pytest.mark.compose, pytest.mark.slow, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 PROJECT = "textclf-compose-test"  # never the user's `textclf` project: `down -v` deletes its volumes
 MODEL_NAME = "smoke"

@@ -21,7 +21,7 @@ from loadtest.exit_codes import ExitCode
 from tests.support import REPO_ROOT
 from tests.support.server import ServiceProcess, run_service
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 LOOSE_SLO = """
 max_failure_ratio: 0.0

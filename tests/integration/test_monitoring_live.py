@@ -28,7 +28,7 @@ from monitoring.grafana import queries
 from monitoring.prometheus import generate as rules_generate
 from tests.support.server import ServiceProcess, run_service
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 SCRAPE_SECONDS = 1
 TRAFFIC_SECONDS = 6.0

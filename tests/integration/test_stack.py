@@ -30,7 +30,7 @@ from core.process import NotReadyError, http_ok, wait_until
 from core.service_command import service_command
 from tests.support import REPO_ROOT
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 needs_prometheus = pytest.mark.skipif(
     shutil.which("prometheus") is None, reason="needs Debian's prometheus (make system-deps)"
 )

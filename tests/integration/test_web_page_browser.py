@@ -12,8 +12,6 @@ import pytest
 from core.bundle import load_bundle
 from tests.support.server import run_service
 
-pytestmark = pytest.mark.integration
-
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 LAUNCH_ARGS = [
     "--headless",

@@ -31,7 +31,7 @@ from tests.support import REPO_ROOT
 from tests.support.server import ServiceProcess, run_service
 from training.data import CSV_FILE, ensure_disaster_response, read_table
 
-pytestmark = [pytest.mark.quality, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 MESSAGES = 600
 LOADED_MESSAGES = 200

@@ -26,7 +26,7 @@ import pytest
 from core.jsonl import read_jsonl
 from tests.support import REPO_ROOT
 
-pytestmark = [pytest.mark.quality, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 CATEGORIES_CONFIG = REPO_ROOT / "training" / "configs" / "categories.yaml"
 RUN_DIR_ENV = "TEXTCLF_QUALITY_CATEGORIES_RUN_DIR"

@@ -13,7 +13,7 @@ import pytest
 from core.bundle import MODEL_FILE, MODEL_FP32_FILE, load_bundle, verify_files
 from core.engine import OnnxEngine
 
-pytestmark = [pytest.mark.quality, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

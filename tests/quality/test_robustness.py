@@ -27,7 +27,7 @@ from tests.support import REPO_ROOT
 from tests.support.app import serve
 from training.data import CSV_FILE, ensure_disaster_response, read_table
 
-pytestmark = [pytest.mark.quality, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 MAX_ITEMS = 64
 INJECTED_MESSAGES = 600

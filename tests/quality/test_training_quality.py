@@ -12,7 +12,7 @@ import pytest
 from core.run_dir import RUN_DIR_FILES
 from training.data import CSV_SHA256
 
-pytestmark = [pytest.mark.quality, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 TEST_SPLIT_SIZE = 2620  # 2,629 test rows minus the related=2 ones
 

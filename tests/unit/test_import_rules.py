@@ -19,9 +19,6 @@ import pytest
 
 from tests.support import REPO_ROOT
 
-pytestmark = pytest.mark.unit
-
-
 ALLOWED: dict[str, frozenset[str]] = {
     "core": frozenset({"core"}),
     "training": frozenset({"core", "training"}),

@@ -17,8 +17,6 @@ import yaml
 
 from deploy import composefile
 
-pytestmark = pytest.mark.unit
-
 REPO = composefile.REPO_ROOT
 VENV_BIN = Path(sys.executable).parent
 LOCAL_ONLY = "127.0.0.1"

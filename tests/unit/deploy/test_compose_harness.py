@@ -9,8 +9,6 @@ import pytest
 
 from tests.compose import docker_env
 
-pytestmark = pytest.mark.unit
-
 
 def _script(path: Path, body: str) -> str:
     path.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")

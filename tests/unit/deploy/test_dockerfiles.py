@@ -23,8 +23,6 @@ from packaging.utils import canonicalize_name
 
 from tests.support import REPO_ROOT
 
-pytestmark = pytest.mark.unit
-
 VENV_BIN = Path(sys.executable).parent
 SERVICE = REPO_ROOT / "service/Dockerfile"
 TRAINING = REPO_ROOT / "training/Dockerfile"

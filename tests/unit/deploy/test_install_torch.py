@@ -13,11 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.support import REPO_ROOT
-
-pytestmark = pytest.mark.unit
 
 SCRIPT = REPO_ROOT / ".ci" / "install-torch.sh"
 INDEX = "https://download.pytorch.org/whl/cpu"

@@ -13,8 +13,6 @@ import yaml
 
 from tests.support import REPO_ROOT
 
-pytestmark = pytest.mark.unit
-
 K8S = REPO_ROOT / "deploy/k8s"
 # The newest schemas kubernetes-validate bundles, and the oldest release the manifests target
 # (the native preStop `sleep` action is on by default from 1.30).

@@ -14,8 +14,6 @@ import pytest
 
 from deploy import stack
 
-pytestmark = pytest.mark.unit
-
 CHILD = textwrap.dedent(
     """
     import pathlib, signal, sys, time

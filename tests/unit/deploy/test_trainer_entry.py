@@ -8,8 +8,6 @@ import pytest
 
 from deploy import trainer
 
-pytestmark = pytest.mark.unit
-
 
 class Recorder:
     """Stands in for subprocess: records each command; `export` writes the manifest like the real exporter."""

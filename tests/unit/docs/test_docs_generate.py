@@ -11,8 +11,6 @@ import pytest
 from docs import generate
 from tests.support import REPO_ROOT
 
-pytestmark = pytest.mark.unit
-
 
 def write_json(path: Path, data: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,6 @@ from core.bundle import (
 )
 from core.engine import OnnxEngine
 
-pytestmark = pytest.mark.unit
-
 TEXTS = [
     "we need water and food after the flood in the village",
     "nice lunch today",

@@ -18,8 +18,6 @@ from export.parity import GateThresholds, gate_failures
 from export.quantize import ISA_SETTINGS
 from tests.support.runs import build_tiny_run_dir
 
-pytestmark = pytest.mark.unit
-
 # Fast settings: no speed report, only the optimized graph quantized, the tiny model's size limit relaxed.
 # One candidate keeps these tests quick; the tiny model's fp32 embeddings dominate its size (see bundles.py).
 FAST = ["--no-bench", "--quant-modes", "static_int8", "--max-size-ratio", "1.5", "-q"]

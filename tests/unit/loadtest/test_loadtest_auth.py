@@ -19,8 +19,6 @@ from loadtest.auth import ApiKeyError, api_key_from_env, auth_headers
 from loadtest.exit_codes import ExitCode
 from loadtest.wrk import run_wrk, write_bodies
 
-pytestmark = pytest.mark.unit
-
 KEY = "s3cret-key-for-tests"
 
 

@@ -12,8 +12,6 @@ from core.host import isa_flags
 from loadtest import bench
 from loadtest.wrk import parse_summary, write_bodies
 
-pytestmark = pytest.mark.unit
-
 
 def wrk_raw(requests: int = 1000, status_errors: int = 0, p99_us: int = 40_000) -> dict[str, Any]:
     latency = {"mean": 9000.0, "max": 90_000, "p50": 8000, "p90": 15_000, "p95": 20_000, "p99.9": 60_000}

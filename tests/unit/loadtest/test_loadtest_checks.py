@@ -9,8 +9,6 @@ import pytest
 
 from loadtest.checks import check_classify, labels_from_info, parse_timing_ms
 
-pytestmark = pytest.mark.unit
-
 LABELS = ["not_related", "related"]
 GOOD: dict[str, Any] = {
     "results": [

@@ -11,8 +11,6 @@ import pytest
 from loadtest import infinity
 from tests.support import REPO_ROOT
 
-pytestmark = pytest.mark.unit
-
 
 def checkpoint(folder: Path) -> Path:
     folder.mkdir()

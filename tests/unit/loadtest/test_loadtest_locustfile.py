@@ -9,11 +9,7 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from tests.support import REPO_ROOT
-
-pytestmark = pytest.mark.unit
 
 PROBE = """
 import json, sys

@@ -9,8 +9,6 @@ import pytest
 
 from loadtest import messages
 
-pytestmark = pytest.mark.unit
-
 
 def test_shipped_sample_has_about_200_distinct_messages() -> None:
     texts = messages.read_texts(messages.SAMPLE_FILE)

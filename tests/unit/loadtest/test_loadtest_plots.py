@@ -6,11 +6,7 @@ import csv
 import math
 from pathlib import Path
 
-import pytest
-
 from loadtest import plots
-
-pytestmark = pytest.mark.unit
 
 HEADER = ["Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s", "50%", "95%", "99%"]
 

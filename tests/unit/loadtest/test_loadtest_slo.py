@@ -9,8 +9,6 @@ import pytest
 
 from loadtest import slo
 
-pytestmark = pytest.mark.unit
-
 COLUMNS = ["Type", "Name", "Request Count", "Failure Count", "Requests/s", "50%", "95%", "99%"]
 
 

@@ -14,8 +14,6 @@ import yaml
 
 from monitoring.grafana import generate, queries
 
-pytestmark = pytest.mark.unit
-
 GRAFANA_DIR = Path(generate.__file__).resolve().parent
 REPO_ROOT = GRAFANA_DIR.parents[1]
 DATASOURCES = GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml"

@@ -12,8 +12,6 @@ import yaml
 
 from monitoring.prometheus import generate
 
-pytestmark = pytest.mark.unit
-
 PROM_DIR = Path(generate.__file__).resolve().parent
 CONFIG = PROM_DIR / "prometheus.yml"
 RULE_FILES = sorted((PROM_DIR / "rules").glob("*.yml"))

@@ -12,8 +12,6 @@ import yaml
 
 from deploy import prometheus
 
-pytestmark = pytest.mark.unit
-
 
 def jobs(config: dict) -> dict[str, dict]:
     return {job["job_name"]: job for job in config["scrape_configs"]}

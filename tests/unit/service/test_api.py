@@ -20,8 +20,6 @@ from service.app import create_app
 from service.settings import Settings
 from tests.support.app import serve, wait_until
 
-pytestmark = pytest.mark.unit
-
 SHORT = "we need water"
 MEDIUM = "families need food and tents after the flood destroyed houses in the village"
 LONG = " ".join(["people trapped in the collapsed school please send rescue and medical aid"] * 3)

@@ -22,8 +22,6 @@ from service.logging import JsonFormatter
 from tests.support import REPO_ROOT
 from tests.support.app import serve
 
-pytestmark = pytest.mark.unit
-
 KEY = "k3y-" + "5f0c2b9e7d1a4c6e8b3f0a2d4e6c8b1a"
 WRONG = "wr0ng-" + "9e8d7c6b5a4f3e2d1c0b"
 BODY = {"text": "we need water"}

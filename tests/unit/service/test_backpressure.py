@@ -13,8 +13,6 @@ import pytest
 from tests.support.app import rejection_count, serve
 from tests.support.fakes import GatedEngine, gated_factory
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_queue_size_plus_k_requests_give_exactly_k_429(tiny_bundle_dir: Path, k: int) -> None:

@@ -14,8 +14,6 @@ from service.batcher import Batcher
 from service.errors import QueueFullError, ShuttingDownError
 from tests.support.fakes import FakeEngine
 
-pytestmark = pytest.mark.unit
-
 TEXTS = [
     "help",
     "we need water",

@@ -12,8 +12,6 @@ from litestar.testing import TestClient
 
 from tests.support.app import serve
 
-pytestmark = pytest.mark.unit
-
 MAX_ITEMS = 4
 MAX_CHARS = 200
 MAX_BODY = 4096

@@ -16,8 +16,6 @@ import pytest
 
 from tests.support.app import serve
 
-pytestmark = pytest.mark.unit
-
 
 def tamper_model(bundle: Path) -> None:
     with (bundle / "model.onnx").open("ab") as handle:

@@ -13,8 +13,6 @@ import pytest
 from service.logging import JsonFormatter
 from tests.support.app import serve
 
-pytestmark = pytest.mark.unit
-
 SECRET = "my name is alice and i need water at 12 river road"
 
 

@@ -22,8 +22,6 @@ from litestar.testing import TestClient
 from tests.support.app import rejection_count, serve
 from tests.support.fakes import GatedEngine, gated_factory
 
-pytestmark = pytest.mark.unit
-
 BODY = b'{"text": "we need water"}'
 
 

@@ -9,10 +9,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
-pytestmark = pytest.mark.unit
-
 SCRIPT = textwrap.dedent(
     """
     import json, sys, time

@@ -10,8 +10,6 @@ import pytest
 
 from service.settings import Settings, SettingsError, build_parser, env_name, flag_name, parse_args
 
-pytestmark = pytest.mark.unit
-
 EXAMPLES = {
     "model_dir": ("models/other", Path("models/other")),
     "host": ("0.0.0.0", "0.0.0.0"),

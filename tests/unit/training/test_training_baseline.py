@@ -17,8 +17,6 @@ from training.config import load_config
 from training.evaluate import shift_binary_scores, tune_decision_threshold
 from training.train import encode_labels, run
 
-pytestmark = pytest.mark.unit
-
 CONFIGS = REPO_ROOT / "training" / "configs"
 
 NEEDS = {

@@ -17,8 +17,6 @@ from training.config import (
     options_markdown,
 )
 
-pytestmark = pytest.mark.unit
-
 CONFIGS = REPO_ROOT / "training" / "configs"
 
 

@@ -34,8 +34,6 @@ from training.data import (
     subset,
 )
 
-pytestmark = pytest.mark.unit
-
 CONFIGS = REPO_ROOT / "training" / "configs"
 
 

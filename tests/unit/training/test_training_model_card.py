@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from core.bundle import Manifest, Quantization
 from export.model_card import render_model_card
-
-pytestmark = pytest.mark.unit
 
 
 def _manifest(problem_type: str, labels: list[str], metrics: dict[str, Any]) -> Manifest:

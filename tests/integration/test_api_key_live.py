@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.server import run_service
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def test_key_on_the_real_process(tiny_bundle_dir: Path, tmp_path: Path) -> None:

@@ -13,11 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.support import REPO_ROOT
-
-pytestmark = pytest.mark.unit
 
 SCRIPT = REPO_ROOT / ".ci" / "audit.sh"
 

@@ -22,7 +22,7 @@ import pytest
 
 from tests.support.server import ServiceProcess, run_service
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 ORIGIN = "https://attacker.example"
 

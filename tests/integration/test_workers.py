@@ -8,11 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.support.server import ServiceProcess, run_service
-
-pytestmark = pytest.mark.integration
 
 
 def served_by(service: ServiceProcess) -> set[int]:

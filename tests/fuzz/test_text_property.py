@@ -36,7 +36,7 @@ from core.engine import OnnxEngine
 from tests.support.app import serve
 from tests.support.fuzz import FUZZ_EXAMPLES
 
-pytestmark = [pytest.mark.unit, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 JSON = {"content-type": "application/json"}
 LONG = 100_000

@@ -16,8 +16,6 @@ from loadtest.client import new_client
 from loadtest.loadgen import CONNECTION_ERROR, LoadRun, Sample, open_loop, percentile, summarize
 from loadtest.promises import Window, evaluate
 
-pytestmark = pytest.mark.unit
-
 
 @contextlib.asynccontextmanager
 async def http_server(statuses: list[int], close_after: int | None = None) -> AsyncIterator[str]:

@@ -25,7 +25,7 @@ from loadtest.messages import load_messages
 from loadtest.promises import overload
 from tests.support.server import run_service
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 DURATION_S = float(os.environ.get("RELIABILITY_OVERLOAD_SECONDS", "20"))
 TEXTS_PER_REQUEST = 16

@@ -7,15 +7,12 @@ import inspect
 from pathlib import Path
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, RUN_COST_TOKENS, plan_batches
 from core.bundle import MODEL_FP32_FILE, load_bundle
 from core.engine import OnnxEngine
-
-pytestmark = pytest.mark.unit
 
 
 @given(

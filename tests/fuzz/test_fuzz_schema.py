@@ -33,7 +33,7 @@ from schemathesis.checks import positive_data_acceptance
 
 from tests.support.fuzz import FUZZ_EXAMPLES, LateApp, ReadyApp, openapi_schema, ready_app
 
-pytestmark = [pytest.mark.unit, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 FUZZ_SETTINGS = settings(
     max_examples=FUZZ_EXAMPLES,

@@ -20,8 +20,6 @@ import pytest
 
 from tests.support import REPO_ROOT
 
-pytestmark = pytest.mark.unit
-
 MAX_BYTES = 2_000_000
 DASHES = "-" * 5
 

@@ -26,7 +26,7 @@ import pytest
 
 from tests.support.server import ServiceProcess, run_service
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 GRACE_S = 30.0
 EXIT_ALLOWANCE_S = 3.0
