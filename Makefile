@@ -40,7 +40,7 @@ help: ## List the targets.
 	@awk -v vars='$(foreach v,$(HELP_VARS),$(v)=$($(v)) )' \
 	  'BEGIN {FS = ":.*## "; n = split(vars, kv, " "); for (i = 1; i <= n; i++) { split(kv[i], p, "="); val[p[1]] = p[2] }} \
 	   /^[a-zA-Z_-]+:.*## / {d = $$2; for (k in val) gsub("\\$$\\(" k "\\)", val[k], d); \
-	   printf "  \033[36m%-13s\033[0m %s\n", $$1, d}' $(MAKEFILE_LIST)
+	   printf "  \033[36m%-17s\033[0m %s\n", $$1, d}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON_BOOT) >/dev/null || { echo "error: $(PYTHON_BOOT) not found (Python 3.11 is required)"; exit 1; }
@@ -95,7 +95,7 @@ run: $(STAMP) $(MODEL_DIR)/manifest.json ## The main job: install, fetch data, t
 	$(MAKE) serve
 
 .PHONY: test
-test: $(STAMP) system-deps ## Install and run the whole test suite (unit, integration, quality), then compose-test.
+test: $(STAMP) system-deps ## Install and run every test folder (unit, fuzz, integration, quality), then compose-test.
 	@status=0; \
 	$(PY) -m pytest tests --ignore=tests/compose $(PYTEST_ARGS) || status=$$?; \
 	$(MAKE) --no-print-directory compose-test || status=$$?; \
@@ -105,9 +105,22 @@ test: $(STAMP) system-deps ## Install and run the whole test suite (unit, integr
 compose-test: $(STAMP) ## Build the images, docker compose up (real trainer, api, prometheus, locust), down -v.
 	$(PY) -m pytest tests/compose -s -rs $(PYTEST_ARGS)
 
-.PHONY: test-fast
-test-fast: $(STAMP) ## Unit tests only (seconds).
-	$(PY) -m pytest tests -m unit $(PYTEST_ARGS)
+# One target per test folder; the folder sets the marker (tests/conftest.py), so `pytest -m unit` is the same.
+.PHONY: test-unit
+test-unit: $(STAMP) system-deps ## tests/unit: offline, tiny models only (about a minute on 2 cores).
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: test-fuzz
+test-fuzz: $(STAMP) ## tests/fuzz: schemathesis + Hypothesis against the app in process, 500 cases each (minutes).
+	$(PY) -m pytest tests/fuzz $(PYTEST_ARGS)
+
+.PHONY: test-integration
+test-integration: $(STAMP) system-deps ## tests/integration: the real service, Prometheus, Chromium on a tiny bundle.
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+.PHONY: test-quality
+test-quality: $(STAMP) ## tests/quality: trains the quick profile on the real data, exports it, checks the model.
+	$(PY) -m pytest tests/quality $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: $(STAMP) ## ruff check + format check, mypy, pip-audit.
@@ -138,8 +151,8 @@ soak: $(STAMP) $(MODEL_DIR)/manifest.json ## 10-minute soak at 50% of saturation
 	$(PY) -m loadtest.soak --model-dir $(MODEL_DIR)
 
 .PHONY: fuzz
-fuzz: $(STAMP) ## Longer schemathesis + hypothesis run against the app.
-	FUZZ_EXAMPLES=5000 $(PY) -m pytest tests -m "not quality" -k "fuzz or property" $(PYTEST_ARGS)
+fuzz: $(STAMP) ## tests/fuzz with 5,000 cases per test instead of 500.
+	FUZZ_EXAMPLES=5000 $(PY) -m pytest tests/fuzz $(PYTEST_ARGS)
 
 .PHONY: docs
 docs: $(STAMP) ## Rewrite the measured tables in docs/ from the artifacts on this machine (MODEL_DIR=$(MODEL_DIR)).
