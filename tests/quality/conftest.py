@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,25 @@ RUN_DIR_ENV = "TEXTCLF_QUALITY_RUN_DIR"
 
 
 QUICK_RUN_TIMEOUT_SECONDS = 2400
+
+
+def _given(env: str, required: str, what: str) -> Path | None:
+    """The folder the environment variable ``env`` names, if set; it must hold ``required``."""
+    existing = os.environ.get(env)
+    if not existing:
+        return None
+    folder = Path(existing).resolve()
+    if not (folder / required).is_file():
+        pytest.fail(f"{env}={existing} is not {what} (no {required})")
+    return folder
+
+
+def _run(command: list[str], what: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Runs ``command`` in the repository; a failure fails the test with the end of its stderr."""
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False, **kwargs)
+    if result.returncode != 0:
+        pytest.fail(f"{what} failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+    return result
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -40,12 +60,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def quick_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run directory of the quick profile (``related``, 3,000 training messages, one epoch)."""
-    existing = os.environ.get(RUN_DIR_ENV)
-    if existing:
-        run_dir = Path(existing).resolve()
-        if not (run_dir / "metrics.json").is_file():
-            pytest.fail(f"{RUN_DIR_ENV}={existing} is not a finished run directory (no metrics.json)")
-        return run_dir
+    existing = _given(RUN_DIR_ENV, "metrics.json", "a finished run directory")
+    if existing is not None:
+        return existing
     runs = tmp_path_factory.mktemp("quick-runs")
     command = [
         sys.executable,
@@ -58,17 +75,7 @@ def quick_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "train.progress=false",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    result = subprocess.run(
-        command,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=QUICK_RUN_TIMEOUT_SECONDS - 60,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"the quick training run failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+    result = _run(command, "the quick training run", env=env, timeout=QUICK_RUN_TIMEOUT_SECONDS - 60)
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     assert (run_dir / "metrics.json").is_file(), result.stderr[-2000:]
     return run_dir
@@ -84,16 +91,11 @@ def real_bundle_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     Set ``TEXTCLF_QUALITY_BUNDLE_DIR`` to an existing bundle (e.g. ``models/disaster-related``) to skip the
     training and the export while iterating locally.
     """
-    existing = os.environ.get(BUNDLE_DIR_ENV)
-    if existing:
-        bundle_dir = Path(existing).resolve()
-        if not (bundle_dir / "manifest.json").is_file():
-            pytest.fail(f"{BUNDLE_DIR_ENV}={existing} is not a model bundle (no manifest.json)")
-        return bundle_dir
+    existing = _given(BUNDLE_DIR_ENV, "manifest.json", "a model bundle")
+    if existing is not None:
+        return existing
     run_dir: Path = request.getfixturevalue("quick_run_dir")  # trains only when no bundle was given
     out = tmp_path_factory.mktemp("real-bundle") / "disaster-related"
     command = [sys.executable, "-m", "export", "--run-dir", str(run_dir), "--out", str(out), "--no-bench"]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.fail(f"exporting the quick run failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+    _run(command, "exporting the quick run")
     return out

@@ -47,3 +47,25 @@ def rejection_count(client: TestClient[Any], reason: str) -> float:
         if line.startswith(f'textclf_rejections_total{{reason="{reason}"}}'):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(reason)
+
+
+def http_scope(
+    path: str, headers: list[tuple[bytes, bytes]], method: str = "POST", **extra: Any
+) -> dict[str, Any]:
+    """An ASGI HTTP scope for a request sent straight into an app, with no test client in between (to control
+    when the body arrives, or that it never does)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        **extra,
+    }

@@ -280,6 +280,16 @@ def _fake_bin(tmp_path: Path) -> Path:
     return bin_dir
 
 
+def _run_locust_entrypoint(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", str(REPO_ROOT / "deploy/docker/locust-entrypoint.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize(
     ("mode", "expected"),
     [
@@ -297,26 +307,14 @@ def test_locust_entrypoint_switches_on_loadtest_mode(tmp_path: Path, mode: str, 
         "LOADTEST_USERS": "4",
         "LOADTEST_DURATION": "10s",
     }
-    result = subprocess.run(
-        ["sh", str(REPO_ROOT / "deploy/docker/locust-entrypoint.sh")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = _run_locust_entrypoint(env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(expected)
 
 
 def test_locust_entrypoint_rejects_an_unknown_mode(tmp_path: Path) -> None:
     env = {"PATH": f"{_fake_bin(tmp_path)}:{os.environ['PATH']}", "LOADTEST_MODE": "fast"}
-    result = subprocess.run(
-        ["sh", str(REPO_ROOT / "deploy/docker/locust-entrypoint.sh")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = _run_locust_entrypoint(env)
     assert result.returncode == 2
     assert "LOADTEST_MODE" in result.stderr
 

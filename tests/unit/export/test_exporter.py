@@ -40,6 +40,18 @@ def _negate_logits(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+def _negate_after(monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
+    """The pipeline's ``stage`` then writes a model whose logits are negated: a gate must catch it."""
+    real_stage = getattr(pipeline, stage)
+
+    def negated(*args: object, **kwargs: object) -> Path:
+        path: Path = real_stage(*args, **kwargs)
+        _negate_logits(path)
+        return path
+
+    monkeypatch.setattr(pipeline, stage, negated)
+
+
 def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
@@ -47,14 +59,7 @@ def _leftovers(folder: Path) -> list[str]:
 def test_gate_fails_on_a_degraded_int8_model(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real_quantize = pipeline.quantize_static
-
-    def degraded_quantize(*args: object, **kwargs: object) -> Path:
-        path = real_quantize(*args, **kwargs)  # type: ignore[arg-type]
-        _negate_logits(path)
-        return path
-
-    monkeypatch.setattr(pipeline, "quantize_static", degraded_quantize)
+    _negate_after(monkeypatch, "quantize_static")
     out = tmp_path / "bundle"
     code = main(["--run-dir", str(run_dir), "--out", str(out), *FAST])
     assert code == EXIT_GATE_FAILED
@@ -68,14 +73,7 @@ def test_gate_fails_on_a_degraded_int8_model(
 def test_gate_fails_when_fp32_logits_drift(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real_optimize = pipeline.optimize_onnx
-
-    def drifting_optimize(*args: object, **kwargs: object) -> Path:
-        path = real_optimize(*args, **kwargs)  # type: ignore[arg-type]
-        _negate_logits(path)
-        return path
-
-    monkeypatch.setattr(pipeline, "optimize_onnx", drifting_optimize)
+    _negate_after(monkeypatch, "optimize_onnx")
     out = tmp_path / "bundle"
     assert main(["--run-dir", str(run_dir), "--out", str(out), *FAST]) == EXIT_GATE_FAILED
     assert "fp32 max_abs_logit_diff" in capsys.readouterr().err
@@ -85,14 +83,7 @@ def test_gate_fails_when_fp32_logits_drift(
 def test_allow_degraded_writes_the_bundle_and_records_it(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_quantize = pipeline.quantize_static
-
-    def degraded_quantize(*args: object, **kwargs: object) -> Path:
-        path = real_quantize(*args, **kwargs)  # type: ignore[arg-type]
-        _negate_logits(path)
-        return path
-
-    monkeypatch.setattr(pipeline, "quantize_static", degraded_quantize)
+    _negate_after(monkeypatch, "quantize_static")
     out = tmp_path / "bundle"
     assert main(["--run-dir", str(run_dir), "--out", str(out), "--allow-degraded", *FAST]) == 0
     bundle = load_bundle(out)

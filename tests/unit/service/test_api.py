@@ -18,7 +18,7 @@ from core.engine import Engine, OnnxEngine
 from core.host import free_port
 from service.app import create_app
 from service.settings import Settings
-from tests.support.app import serve, wait_until
+from tests.support.app import http_scope, serve, wait_until
 
 SHORT = "we need water"
 MEDIUM = "families need food and tents after the flood destroyed houses in the village"
@@ -379,21 +379,8 @@ def test_client_disconnect_mid_body_is_not_a_server_error(tiny_bundle_dir: Path)
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/classify",
-        "raw_path": b"/classify",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"testserver")],
-        "client": ("127.0.0.1", 1234),
-        "server": ("127.0.0.1", 80),
-        "state": {},
-    }
+    headers = [(b"content-type", b"application/json"), (b"host", b"testserver")]
+    scope = http_scope("/classify", headers, state={})
     asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
     (start,) = [m for m in sent if m["type"] == "http.response.start"]
     assert start["status"] == 499

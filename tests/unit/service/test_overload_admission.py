@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from tests.support.app import rejection_count, serve
+from tests.support.app import http_scope, rejection_count, serve
 from tests.support.fakes import GatedEngine, gated_factory
 
 BODY = b'{"text": "we need water"}'
@@ -42,20 +42,8 @@ def raw_post(
     """POST /classify straight into the ASGI app; ``before_body`` (a coroutine function) runs before the
     body is handed over, i.e. it is time the client spends sending it."""
     response = RawResponse()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/classify",
-        "raw_path": b"/classify",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    scope = http_scope("/classify", headers)
 
     async def receive() -> dict[str, Any]:
         response.body_reads += 1
@@ -103,19 +91,27 @@ def hold(client: TestClient[Any], engines: list[GatedEngine], count: int) -> lis
     return threads
 
 
+def refused_while_held(
+    client: TestClient[Any], gate: threading.Event, engines: list[GatedEngine], held: int
+) -> RawResponse:
+    """One raw POST sent while ``held`` requests keep the gated engine busy; then the held ones finish."""
+    gate.clear()
+    threads = hold(client, engines, held)
+    refused = raw_post(client)
+    gate.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    return refused
+
+
 def test_full_queue_is_refused_before_the_body_is_read_and_counted(tiny_bundle_dir: Path) -> None:
     gate = threading.Event()
     gate.set()
     engines: list[GatedEngine] = []
     with serve(tiny_bundle_dir, engine_factory=gated_factory(gate, engines), queue_size=2) as client:
-        gate.clear()
-        threads = hold(client, engines, 2)
         requests_429 = 'textclf_requests_total{method="POST",route="/classify",status="429"}'
         before = metric(client, requests_429)
-        refused = raw_post(client)
-        gate.set()
-        for thread in threads:
-            thread.join(timeout=30)
+        refused = refused_while_held(client, gate, engines, 2)
         assert refused.status == 429
         assert refused.body_reads == 0
         assert refused.headers["retry-after"] == "1"
@@ -139,12 +135,7 @@ def test_in_flight_cap_answers_json_429_before_the_body_is_read(tiny_bundle_dir:
         tiny_bundle_dir, engine_factory=gated_factory(gate, engines), queue_size=8, max_in_flight=2
     ) as client:
         assert client.get("/info").json()["limits"]["max_in_flight"] == 2
-        gate.clear()
-        threads = hold(client, engines, 2)
-        refused = raw_post(client)
-        gate.set()
-        for thread in threads:
-            thread.join(timeout=30)
+        refused = refused_while_held(client, gate, engines, 2)
         assert refused.status == 429
         assert refused.body_reads == 0
         assert refused.headers["retry-after"] == "1"

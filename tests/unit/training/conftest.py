@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import REPO_ROOT
 from tests.support.data import write_figure_eight_csv, write_kaggle_csv
+from training.config import Config, load_config
 
 
 @pytest.fixture
@@ -72,3 +74,24 @@ def related_config(write_config: Callable[..., Path], figure_eight_csv: Path, ti
         task={"name": "related", "problem_type": "single_label"},
         model={"base": str(tiny_bert_dir), "max_length": 32},
     )
+
+
+@pytest.fixture
+def tiny_kaggle_config(kaggle_csv: Path, tiny_bert_dir: Path, tmp_path: Path) -> Callable[..., Config]:
+    """The shipped Kaggle tweets config on the synthetic Kaggle CSV and the tiny model, writing in
+    ``tmp_path``; the given overrides go on top."""
+
+    def load(*overrides: str) -> Config:
+        return load_config(
+            REPO_ROOT / "training" / "configs" / "kaggle_tweets.yaml",
+            [
+                f"data.path={kaggle_csv}",
+                f"data.cache_dir={tmp_path / 'cache'}",
+                f"runs_dir={tmp_path / 'runs'}",
+                f"model.base={tiny_bert_dir}",
+                "train.progress=false",
+                *overrides,
+            ],
+        )
+
+    return load

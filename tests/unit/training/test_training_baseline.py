@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 
 from tests.support import REPO_ROOT
 from training.baseline import comparison_lines, fit_baseline
-from training.config import load_config
+from training.config import Config, load_config
 from training.evaluate import shift_binary_scores, tune_decision_threshold
 from training.train import encode_labels, run
 
@@ -139,21 +140,9 @@ def test_every_run_carries_the_baseline_and_logs_both(related_config: Path, tmp_
     assert " vs baseline " in log_text
 
 
-def test_kaggle_format_csv_gets_the_baseline_too(
-    kaggle_csv: Path, tiny_bert_dir: Path, tmp_path: Path
-) -> None:
+def test_kaggle_format_csv_gets_the_baseline_too(tiny_kaggle_config: Callable[..., Config]) -> None:
     """A user-supplied CSV in the Kaggle tweets format (id,keyword,location,text,target), generated split."""
-    config = load_config(
-        CONFIGS / "kaggle_tweets.yaml",
-        [
-            f"data.path={kaggle_csv}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            f"runs_dir={tmp_path / 'runs'}",
-            f"model.base={tiny_bert_dir}",
-            "train.max_steps=2",
-            "train.progress=false",
-        ],
-    )
+    config = tiny_kaggle_config("train.max_steps=2")
     run_dir = run(config)
     assert run_dir is not None
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))

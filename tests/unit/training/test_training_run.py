@@ -16,7 +16,7 @@ from core.jsonl import read_jsonl
 from core.run_dir import RUN_DIR_FILES
 from tests.support import REPO_ROOT
 from training.__main__ import main as training_main
-from training.config import load_config
+from training.config import Config, load_config
 from training.train import class_weights, run
 
 CONFIGS = REPO_ROOT / "training" / "configs"
@@ -206,19 +206,8 @@ def test_multi_label_run(
     assert set(next(read_jsonl(run_dir / "eval" / "test.jsonl"))[1]) == {"text", "labels"}
 
 
-def test_kaggle_config_on_a_small_csv(kaggle_csv: Path, tiny_bert_dir: Path, tmp_path: Path) -> None:
-    config = load_config(
-        CONFIGS / "kaggle_tweets.yaml",
-        [
-            f"data.path={kaggle_csv}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            f"runs_dir={tmp_path / 'runs'}",
-            f"model.base={tiny_bert_dir}",
-            "train.epochs=1",
-            "train.progress=false",
-            "train.class_weights=balanced",
-        ],
-    )
+def test_kaggle_config_on_a_small_csv(tiny_kaggle_config: Callable[..., Config], tmp_path: Path) -> None:
+    config = tiny_kaggle_config("train.epochs=1", "train.class_weights=balanced")
     run_dir = run(config)
     assert run_dir is not None
     assert run_dir.parent == tmp_path / "runs"
